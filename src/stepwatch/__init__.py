@@ -1,0 +1,75 @@
+"""stepwatch: run flows of steps under layered deadlines, with telemetry built in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._context import StepContext
+from ._errors import (
+    ErrorCode,
+    FlowTimeoutError,
+    StepFailedError,
+    StepTimeoutError,
+    StepwatchError,
+    ValidationError,
+)
+from ._executor import FlowExecutor
+from ._outcome import CancelCause, Outcome, Status
+from ._protocols import ExecutorDecorator, StepExecutor, StepHook
+from ._result import RunResult
+from ._retry import Retry
+from ._steps import (
+    NO_FALLBACK,
+    Branch,
+    Delay,
+    Flow,
+    Loop,
+    Parallel,
+    Request,
+    Sequence,
+    Step,
+    Transform,
+)
+from ._timeouts import TimeoutOptions
+from ._workers import WorkerEvent, WorkerListener, WorkerTracker
+
+__all__ = [
+    "NO_FALLBACK",
+    "Branch",
+    "CancelCause",
+    "Delay",
+    "ErrorCode",
+    "ExecutorDecorator",
+    "Flow",
+    "FlowExecutor",
+    "FlowTimeoutError",
+    "Loop",
+    "Outcome",
+    "Parallel",
+    "Request",
+    "Retry",
+    "RunResult",
+    "Sequence",
+    "Status",
+    "Step",
+    "StepContext",
+    "StepExecutor",
+    "StepFailedError",
+    "StepHook",
+    "StepTimeoutError",
+    "StepwatchError",
+    "TimeoutOptions",
+    "Transform",
+    "ValidationError",
+    "WorkerEvent",
+    "WorkerListener",
+    "WorkerTracker",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("stepwatch")
+    raise AttributeError(f"module 'stepwatch' has no attribute {name!r}")

@@ -1,0 +1,199 @@
+"""The stepwatch exception tree.
+
+::
+
+    StepwatchError                     base of everything stepwatch raises; has .code, .retryable
+    ├── ValidationError(ValueError)    a definition or argument is wrong (code VALIDATION);
+    │                                  raised at definition time, or at run() start for what
+    │                                  only the executor can check (handlers, step types)
+    ├── StepFailedError                a step raised (code STEP_FAILED); the original exception
+    │                                  is __cause__; for a parallel step with failing children
+    │                                  __cause__ is an ExceptionGroup of every child error
+    ├── StepTimeoutError(TimeoutError) a step's own deadline expired (code TIMEOUT); carries
+    │                                  partial / pending / outcomes for composite steps
+    └── FlowTimeoutError(TimeoutError) the whole-flow deadline expired (code TIMEOUT)
+
+Cancellation that comes from outside the run (the caller's cancel scope, shutdown) is never
+turned into one of these: the backend's native cancellation exception propagates unchanged.
+
+Every error raised out of ``FlowExecutor.run()`` carries ``.result``: a :class:`RunResult`
+with every value computed before the failure and every outcome, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._outcome import Outcome
+    from ._result import RunResult
+
+__all__ = [
+    "ErrorCode",
+    "FlowTimeoutError",
+    "StepFailedError",
+    "StepTimeoutError",
+    "StepwatchError",
+    "ValidationError",
+]
+
+
+class ErrorCode(enum.StrEnum):
+    """Machine-readable category of a :class:`StepwatchError`."""
+
+    VALIDATION = "validation"
+    STEP_FAILED = "step_failed"
+    TIMEOUT = "timeout"
+
+
+class StepwatchError(Exception):
+    """Base class of every error stepwatch raises.
+
+    Attributes:
+        code: the :class:`ErrorCode` of this error.
+        retryable: whether trying the same thing again may succeed.
+        step_name: name of the step the error is about, if any.
+        step_type: type of that step (``"request"``, ``"parallel"``, ...), if any.
+        result: the run's partial :class:`RunResult` once the error left ``run()``.
+    """
+
+    code: ErrorCode = ErrorCode.STEP_FAILED
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step_name: str | None = None,
+        step_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.step_name = step_name
+        self.step_type = step_type
+        self.result: RunResult | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ValidationError(StepwatchError, ValueError):
+    """A definition or an argument is invalid; the message names the field and the value."""
+
+    code = ErrorCode.VALIDATION
+    retryable = False
+
+    def __init__(self, message: str, *, field: str | None = None, value: Any = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
+
+
+class StepFailedError(StepwatchError):
+    """A step raised an exception (its ``__cause__``), or children of a parallel step failed.
+
+    Attributes:
+        errors: the underlying exceptions (one for a leaf step, one per failed child for a
+            parallel step).
+        partial: values of the children that finished, by name, in declaration order
+            (composite steps only; empty otherwise).
+        outcomes: the children's outcomes (composite steps only).
+        attempts: how many attempts the step made.
+        elapsed: seconds the step ran.
+    """
+
+    code = ErrorCode.STEP_FAILED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step_name: str,
+        step_type: str,
+        errors: Sequence[BaseException] = (),
+        partial: Mapping[str, Any] | None = None,
+        outcomes: Mapping[str, Outcome] | None = None,
+        attempts: int = 1,
+        elapsed: float = 0.0,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message, step_name=step_name, step_type=step_type)
+        self.errors = tuple(errors)
+        self.partial: Mapping[str, Any] = dict(partial or {})
+        self.outcomes: Mapping[str, Outcome] = dict(outcomes or {})
+        self.attempts = attempts
+        self.elapsed = elapsed
+        self.retryable = retryable
+
+
+class _DeadlineError(StepwatchError, TimeoutError):
+    """Shared shape of the two timeout errors (not public)."""
+
+    code = ErrorCode.TIMEOUT
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step_name: str | None,
+        step_type: str | None,
+        timeout: float,
+        elapsed: float,
+        partial: Mapping[str, Any] | None = None,
+        pending: Sequence[str] = (),
+        outcomes: Mapping[str, Outcome] | None = None,
+    ) -> None:
+        super().__init__(message, step_name=step_name, step_type=step_type)
+        self.timeout = timeout
+        self.elapsed = elapsed
+        self.partial: Mapping[str, Any] = dict(partial or {})
+        self.pending: tuple[str, ...] = tuple(pending)
+        self.outcomes: Mapping[str, Outcome] = dict(outcomes or {})
+
+
+class StepTimeoutError(_DeadlineError):
+    """A step's own deadline expired; raised by the step that owns that deadline.
+
+    Attributes:
+        timeout: the step's budget in seconds.
+        elapsed: seconds the step ran before it was stopped.
+        partial: values of the children that finished, by name, in declaration order.
+        pending: names of the children that had not finished (running or never started).
+        outcomes: every child's :class:`Outcome`, by name, in declaration order.
+    """
+
+
+class FlowTimeoutError(_DeadlineError):
+    """The whole-flow deadline (``Flow(timeout=...)``) expired.
+
+    Attributes:
+        flow_name: the flow's name.
+        timeout, elapsed, partial, pending, outcomes: as for :class:`StepTimeoutError`,
+            over the flow's top-level steps.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        flow_name: str,
+        timeout: float,
+        elapsed: float,
+        partial: Mapping[str, Any] | None = None,
+        pending: Sequence[str] = (),
+        outcomes: Mapping[str, Outcome] | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            step_name=None,
+            step_type="flow",
+            timeout=timeout,
+            elapsed=elapsed,
+            partial=partial,
+            pending=pending,
+            outcomes=outcomes,
+        )
+        self.flow_name = flow_name

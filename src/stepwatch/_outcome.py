@@ -1,0 +1,95 @@
+"""Typed outcomes: how each step execution ended."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CancelCause", "Outcome", "Status"]
+
+
+class Status(enum.StrEnum):
+    """How a step ended (DESIGN.md §4)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    FALLBACK = "fallback"
+
+    @property
+    def telemetry(self) -> str:
+        """The value used in span attributes and metric labels.
+
+        ``success``, ``failure``, ``timeout`` or ``cancellation``. A fallback is reported as
+        ``timeout``: the step's deadline did expire, the fallback only hid it from the caller.
+        """
+        return _TELEMETRY[self]
+
+
+_TELEMETRY = {
+    Status.SUCCEEDED: "success",
+    Status.FAILED: "failure",
+    Status.TIMED_OUT: "timeout",
+    Status.CANCELLED: "cancellation",
+    Status.FALLBACK: "timeout",
+}
+
+
+class CancelCause(enum.StrEnum):
+    """Why a step was cancelled; one vocabulary for errors, spans and metric labels."""
+
+    DEADLINE = "deadline"
+    """The group's deadline or an enclosing one expired."""
+    SIBLING_FAILURE = "sibling_failure"
+    """A sibling failed and the parallel step is ``fail_fast``."""
+    QUORUM_MET = "quorum_met"
+    """The parallel step's ``min_successes`` was reached."""
+    OUTSIDE = "outside"
+    """The caller cancelled the run (its own cancel scope, service shutdown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one step execution ended.
+
+    Attributes:
+        name: the step's name.
+        step_type: the step's type (``"request"``, ``"parallel"``, ...).
+        status: a :class:`Status`.
+        value: the step's value (``succeeded``, ``fallback``; the partial results for a
+            ``timed_out`` parallel step with ``on_timeout="partial"``), else ``None``.
+        error: the exception for ``failed`` / ``timed_out`` outcomes, else ``None``.
+        elapsed: seconds from the step's start to its end.
+        attempts: attempts made; ``0`` for a child that was never started.
+        cause: for ``cancelled``: a :class:`CancelCause`; else ``None``.
+        timeout: the step's resolved budget in seconds, or ``None`` if unbounded.
+        recovered: the step timed out but still returned a value (``fallback`` or
+            ``on_timeout="partial"``); the flow went on.
+    """
+
+    name: str
+    step_type: str
+    status: Status
+    value: Any = None
+    error: BaseException | None = None
+    elapsed: float = 0.0
+    attempts: int = 1
+    cause: CancelCause | None = None
+    timeout: float | None = None
+    recovered: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the step produced a usable value.
+
+        That is ``succeeded``, ``fallback``, or a ``timed_out`` parallel step with
+        ``on_timeout="partial"`` (``recovered``), whose value is its partial results.
+        """
+        return self.status is Status.SUCCEEDED or self.recovered
+
+    @property
+    def started(self) -> bool:
+        """False for a child that was queued and never started."""
+        return self.attempts > 0

@@ -1,0 +1,450 @@
+"""Immutable step definitions and the :class:`Flow` that holds them.
+
+Every step is a frozen dataclass with slots. Values are validated when the step is
+created; a :class:`Flow` checks that step names are unique across the whole tree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import abc
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import KW_ONLY, dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
+
+from ._errors import ValidationError
+from ._retry import Retry, coerce_retry
+from ._timeouts import TimeoutOptions, TimeoutValue, coerce_options, validate_timeout
+
+if TYPE_CHECKING:
+    from ._context import StepContext
+
+__all__ = [
+    "NO_FALLBACK",
+    "Branch",
+    "Delay",
+    "Flow",
+    "Loop",
+    "Parallel",
+    "Request",
+    "Sequence",
+    "Step",
+    "Transform",
+]
+
+
+class _NoFallback:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_FALLBACK"
+
+    def __reduce__(self) -> str:
+        return "NO_FALLBACK"
+
+
+NO_FALLBACK: Final[Any] = _NoFallback()
+"""Sentinel: the step has no fallback value (``None`` is a valid fallback)."""
+
+StepFn = Callable[["StepContext"], Any] | Callable[["StepContext"], Awaitable[Any]]
+
+
+def _describe(step: object) -> str:
+    name = getattr(step, "name", "?")
+    return f"{type(step).__name__}({name!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Base of all step definitions.
+
+    Subclass it (as a frozen dataclass with slots) to define your own step type, set the
+    ``type`` class variable, and register an executor for it with
+    :meth:`FlowExecutor.register`.
+
+    Args:
+        name: unique within the flow.
+        timeout: this step's own budget (seconds, ``timedelta``, ``math.inf``, or ``None``
+            to inherit through the resolution order).
+        retry: a :class:`Retry`, an int number of attempts, or ``None``.
+        fallback: value used when this step times out (outcome ``fallback``).
+    """
+
+    type: ClassVar[str] = "step"
+
+    name: str
+    _: KW_ONLY
+    timeout: TimeoutValue = None
+    retry: Retry | int | None = None
+    fallback: Any = NO_FALLBACK
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValidationError(
+                f"{type(self).__name__}.name must be a non-empty string; got {self.name!r}",
+                field="name",
+                value=self.name,
+            )
+        object.__setattr__(
+            self, "timeout", validate_timeout(f"{_describe(self)}.timeout", self.timeout)
+        )
+        object.__setattr__(self, "retry", coerce_retry(_describe(self), self.retry))
+
+    def children(self) -> tuple[Step, ...]:
+        """The steps this step runs (composite steps override this)."""
+        return ()
+
+    @property
+    def retry_policy(self) -> Retry | None:
+        """The validated ``retry`` as a :class:`Retry` (or ``None``)."""
+        return self.retry  # type: ignore[return-value]  # normalised in __post_init__
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        """The validated ``timeout`` in seconds (``inf`` = explicitly unlimited)."""
+        return self.timeout  # type: ignore[return-value]  # normalised in __post_init__
+
+
+def _check_callable(step: Step, field_name: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not callable(value):
+        raise ValidationError(
+            f"{_describe(step)}.{field_name} must be callable; got {value!r} "
+            f"({type(value).__name__})",
+            field=f"{step.name}.{field_name}",
+            value=value,
+        )
+
+
+def _check_step(owner: Step | str, field_name: str, value: object) -> Step:
+    if not isinstance(value, Step):
+        where = owner if isinstance(owner, str) else _describe(owner)
+        raise ValidationError(
+            f"{where}.{field_name} must be a stepwatch Step (Request, Transform, Parallel, "
+            f"...); got {value!r} ({type(value).__name__})",
+            field=field_name,
+            value=value,
+        )
+    return value
+
+
+def _steps_tuple(owner: Step | str, field_name: str, value: object) -> tuple[Step, ...]:
+    if isinstance(value, Step):
+        return (value,)
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        where = owner if isinstance(owner, str) else _describe(owner)
+        raise ValidationError(
+            f"{where}.{field_name} must be a step or a list of steps; got {value!r}",
+            field=field_name,
+            value=value,
+        )
+    steps = tuple(value)
+    for i, item in enumerate(steps):
+        _check_step(owner, f"{field_name}[{i}]", item)
+    return steps
+
+
+def _check_unique(owner: str, steps: Iterable[Step]) -> frozenset[str]:
+    seen: dict[str, Step] = {}
+    stack = list(steps)
+    order: list[Step] = []
+    while stack:
+        step = stack.pop(0)
+        order.append(step)
+        stack[:0] = step.children()
+    for step in order:
+        other = seen.get(step.name)
+        if other is not None and other is not step:
+            raise ValidationError(
+                f"{owner}: duplicate step name {step.name!r} ({_describe(other)} and "
+                f"{_describe(step)}); step names must be unique within a flow",
+                field="name",
+                value=step.name,
+            )
+        if other is step:
+            raise ValidationError(
+                f"{owner}: the step {_describe(step)} appears twice; step names must be "
+                "unique within a flow (define a second step with its own name)",
+                field="name",
+                value=step.name,
+            )
+        seen[step.name] = step
+    return frozenset(seen)
+
+
+@dataclass(frozen=True, slots=True)
+class Request(Step):
+    """Call the handler registered under ``method`` with ``params``.
+
+    Args:
+        name: unique within the flow.
+        method: key of the handler in ``FlowExecutor(handlers=...)``.
+        params: passed to the handler; if callable, called with the :class:`StepContext`
+            (flow input, results of earlier steps) to compute them.
+    """
+
+    type: ClassVar[str] = "request"
+
+    method: str
+    params: Any = None
+
+    def __post_init__(self) -> None:
+        Step.__post_init__(self)
+        if not isinstance(self.method, str) or not self.method:
+            raise ValidationError(
+                f"{_describe(self)}.method must be a non-empty handler name; got {self.method!r}",
+                field=f"{self.name}.method",
+                value=self.method,
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Transform(Step):
+    """Compute a value with ``fn(ctx)`` (sync or async).
+
+    A sync ``fn`` runs in a worker thread so the deadline holds even if it blocks; pass
+    ``inline=True`` for fast, non-blocking functions to skip the thread.
+    """
+
+    type: ClassVar[str] = "transform"
+
+    fn: StepFn
+    inline: bool = False
+
+    def __post_init__(self) -> None:
+        Step.__post_init__(self)
+        _check_callable(self, "fn", self.fn)
+
+
+@dataclass(frozen=True, slots=True)
+class Branch(Step):
+    """Run ``then`` if ``condition(ctx)`` is true, else ``otherwise`` (if given).
+
+    ``condition`` may be sync or async; a sync one runs inline and must not block. The
+    branch's value is the chosen step's value (``None`` when nothing ran).
+    """
+
+    type: ClassVar[str] = "branch"
+
+    condition: StepFn
+    then: Step
+    otherwise: Step | None = None
+
+    def __post_init__(self) -> None:
+        Step.__post_init__(self)
+        _check_callable(self, "condition", self.condition)
+        _check_step(self, "then", self.then)
+        if self.otherwise is not None:
+            _check_step(self, "otherwise", self.otherwise)
+
+    def children(self) -> tuple[Step, ...]:
+        return (self.then,) if self.otherwise is None else (self.then, self.otherwise)
+
+
+@dataclass(frozen=True, slots=True)
+class Loop(Step):
+    """Run ``body`` repeatedly; the value is the list of the body's values.
+
+    Stops after ``times`` iterations, or when ``condition(ctx)`` (checked before each
+    iteration, sync or async; ``ctx.iteration`` is the 0-based iteration about to run)
+    returns false, and never after ``max_iterations``.
+    """
+
+    type: ClassVar[str] = "loop"
+
+    body: Step
+    times: int | None = None
+    condition: StepFn | None = None
+    max_iterations: int = 10_000
+
+    def __post_init__(self) -> None:
+        Step.__post_init__(self)
+        _check_step(self, "body", self.body)
+        _check_callable(self, "condition", self.condition, optional=True)
+        for name in ("times", "max_iterations"):
+            value = getattr(self, name)
+            if value is None and name == "times":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValidationError(
+                    f"{_describe(self)}.{name} must be an int >= 0; got {value!r}",
+                    field=f"{self.name}.{name}",
+                    value=value,
+                )
+        if self.times is None and self.condition is None:
+            raise ValidationError(
+                f"{_describe(self)} needs times= or condition= (or both)",
+                field=f"{self.name}.times",
+                value=None,
+            )
+
+    def children(self) -> tuple[Step, ...]:
+        return (self.body,)
+
+
+@dataclass(frozen=True, slots=True)
+class Sequence(Step):
+    """Run ``steps`` one after another; the value is a dict name → value, in order."""
+
+    type: ClassVar[str] = "sequence"
+
+    steps: tuple[Step, ...]
+
+    def __post_init__(self) -> None:
+        Step.__post_init__(self)
+        object.__setattr__(self, "steps", _steps_tuple(self, "steps", self.steps))
+        _check_unique(_describe(self), self.steps)
+
+    def children(self) -> tuple[Step, ...]:
+        return self.steps
+
+
+OnTimeout = Literal["raise", "partial"]
+TraceChildren = Literal["nested", "detached"]
+
+
+@dataclass(frozen=True, slots=True)
+class Parallel(Step):
+    """Run ``steps`` concurrently under one group deadline (DESIGN.md §4).
+
+    Args:
+        steps: the children.
+        on_timeout: ``"raise"`` a :class:`StepTimeoutError` carrying ``partial`` and
+            ``pending``, or return the ``"partial"`` results.
+        fail_fast: a child failure cancels the siblings and raises at once.
+        max_concurrency: at most this many children run at once.
+        min_successes: return as soon as this many children succeeded; cancel the rest.
+        trace_children: ``"nested"`` child spans, or ``"detached"`` (one trace per child,
+            linked to the parallel span); ``None`` = the executor's default.
+    """
+
+    type: ClassVar[str] = "parallel"
+
+    steps: tuple[Step, ...]
+    on_timeout: OnTimeout = "raise"
+    fail_fast: bool = True
+    max_concurrency: int | None = None
+    min_successes: int | None = None
+    trace_children: TraceChildren | None = None
+
+    def __post_init__(self) -> None:
+        Step.__post_init__(self)
+        steps = _steps_tuple(self, "steps", self.steps)
+        object.__setattr__(self, "steps", steps)
+        _check_unique(_describe(self), steps)
+        if self.on_timeout not in ("raise", "partial"):
+            raise ValidationError(
+                f"{_describe(self)}.on_timeout must be 'raise' or 'partial'; "
+                f"got {self.on_timeout!r}",
+                field=f"{self.name}.on_timeout",
+                value=self.on_timeout,
+            )
+        if not isinstance(self.fail_fast, bool):
+            raise ValidationError(
+                f"{_describe(self)}.fail_fast must be a bool; got {self.fail_fast!r}",
+                field=f"{self.name}.fail_fast",
+                value=self.fail_fast,
+            )
+        for name in ("max_concurrency", "min_successes"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValidationError(
+                    f"{_describe(self)}.{name} must be an int >= 1 or None; got {value!r}",
+                    field=f"{self.name}.{name}",
+                    value=value,
+                )
+        if self.min_successes is not None and self.min_successes > len(steps):
+            raise ValidationError(
+                f"{_describe(self)}.min_successes={self.min_successes} exceeds its "
+                f"{len(steps)} children",
+                field=f"{self.name}.min_successes",
+                value=self.min_successes,
+            )
+        if self.trace_children not in (None, "nested", "detached"):
+            raise ValidationError(
+                f"{_describe(self)}.trace_children must be 'nested', 'detached' or None; "
+                f"got {self.trace_children!r}",
+                field=f"{self.name}.trace_children",
+                value=self.trace_children,
+            )
+
+    def children(self) -> tuple[Step, ...]:
+        return self.steps
+
+
+@dataclass(frozen=True, slots=True)
+class Delay(Step):
+    """Sleep for ``seconds`` (useful in demos, tests and pacing); the value is ``None``."""
+
+    type: ClassVar[str] = "delay"
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        Step.__post_init__(self)
+        value = self.seconds
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or math.isnan(value)
+            or value < 0
+        ):
+            raise ValidationError(
+                f"{_describe(self)}.seconds must be a number >= 0; got {value!r}",
+                field=f"{self.name}.seconds",
+                value=value,
+            )
+
+
+@dataclass(frozen=True, slots=True, weakref_slot=True, init=False)
+class Flow:
+    """A named flow of steps, run in order by :meth:`FlowExecutor.run`.
+
+    Args:
+        name: the flow's name (used in telemetry).
+        steps: one step or a list of steps, run one after another.
+        timeouts: per-type defaults for this flow: a :class:`TimeoutOptions` or one number
+            used as the flow's default.
+        timeout: a whole-flow deadline; never used as a per-step default.
+
+    Raises:
+        ValidationError: bad values, a non-step, or a duplicate step name anywhere in the tree.
+    """
+
+    name: str
+    steps: tuple[Step, ...]
+    timeouts: TimeoutOptions | None
+    timeout: float | None
+    step_names: frozenset[str]
+
+    def __init__(
+        self,
+        name: str,
+        steps: Step | abc.Iterable[Step],
+        *,
+        timeouts: TimeoutOptions | TimeoutValue = None,
+        timeout: TimeoutValue = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValidationError(
+                f"Flow.name must be a non-empty string; got {name!r}", field="name", value=name
+            )
+        where = f"Flow({name!r})"
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "steps", _steps_tuple(where, "steps", steps))
+        if not self.steps:
+            raise ValidationError(f"{where} has no steps", field="steps", value=steps)
+        object.__setattr__(self, "timeouts", coerce_options(f"{where}.timeouts", timeouts))
+        object.__setattr__(self, "timeout", validate_timeout(f"{where}.timeout", timeout))
+        object.__setattr__(self, "step_names", _check_unique(where, self.steps))
+
+    def walk(self) -> abc.Iterator[Step]:
+        """Every step of the tree, depth first, in declaration order."""
+        stack = list(reversed(self.steps))
+        while stack:
+            step = stack.pop()
+            yield step
+            stack.extend(reversed(step.children()))

@@ -1,0 +1,149 @@
+"""Executor for :class:`stepwatch.Parallel`: one group, one deadline (DESIGN.md §4).
+
+Everything on a child's path is O(1): outcomes go into a list by index; ``partial`` and
+``pending`` are computed once, at the end. Children are not started once the deadline has
+passed (they are recorded as cancelled with cause ``deadline``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+from anyio import current_time
+from anyio.abc import TaskGroup
+
+from .._context import StepContext
+from .._errors import StepFailedError
+from .._outcome import CancelCause, Outcome
+from .._steps import Parallel, Step
+
+_CHECK_EVERY = 32  # look at the clock every N children started
+
+
+class _Group:
+    __slots__ = (
+        "ctx",
+        "fail_fast",
+        "failures",
+        "need",
+        "quorum_met",
+        "size",
+        "stopped",
+        "successes",
+        "tg",
+    )
+
+    def __init__(self, step: Parallel, ctx: StepContext, tg: TaskGroup) -> None:
+        self.ctx = ctx
+        self.tg = tg
+        self.size = len(step.steps)
+        self.need = step.min_successes
+        self.fail_fast = step.fail_fast
+        self.successes = 0
+        self.failures: list[Outcome] = []
+        self.stopped = False
+        self.quorum_met = False
+
+    def stop(self, cause: CancelCause) -> None:
+        self.stopped = True
+        self.ctx.cancel_reason = cause
+        self.tg.cancel_scope.cancel()
+
+    async def run_one(self, index: int, child: Step) -> None:
+        outcome = await self.ctx.run_child(child, index=index)
+        if self.stopped:
+            if not outcome.ok:
+                self.failures.append(outcome)
+            return
+        if outcome.ok:
+            self.successes += 1
+            if self.need is not None and self.successes >= self.need:
+                self.quorum_met = True
+                self.stop(CancelCause.QUORUM_MET)
+            return
+        self.failures.append(outcome)
+        if self.need is not None:
+            if self.size - len(self.failures) < self.need:  # quorum out of reach
+                self.stop(CancelCause.SIBLING_FAILURE)
+        elif self.fail_fast:
+            self.stop(CancelCause.SIBLING_FAILURE)
+
+    async def worker(self, work: Iterator[tuple[int, Step]]) -> None:
+        ctx = self.ctx
+        for index, child in work:
+            if self.stopped or current_time() >= ctx.deadline:
+                return
+            await self.run_one(index, child)
+
+
+class ParallelExecutor:
+    """Runs the children concurrently; the value is a dict name → value of the finished."""
+
+    def can_execute(self, step: Step) -> bool:
+        return isinstance(step, Parallel)
+
+    async def execute(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        assert isinstance(step, Parallel)
+        children = step.steps
+        progress = ctx.track_children(children)
+        try:
+            async with anyio.create_task_group() as tg:
+                group = _Group(step, ctx, tg)
+                limit = step.max_concurrency
+                if limit is None or limit >= len(children):
+                    deadline = ctx.deadline
+                    for index, child in enumerate(children):
+                        if index % _CHECK_EVERY == 0 and current_time() >= deadline:
+                            break
+                        tg.start_soon(group.run_one, index, child)
+                else:
+                    work = iter(enumerate(children))
+                    for _ in range(limit):
+                        tg.start_soon(group.worker, work)
+        except anyio.get_cancelled_exc_class():
+            ctx.close_children(ctx.cancel_cause())
+            raise
+        if group.quorum_met:
+            ctx.close_children(CancelCause.QUORUM_MET)
+            return progress.partial()
+        if group.failures:
+            ctx.close_children(CancelCause.SIBLING_FAILURE)
+            raise _failure(step, ctx, group.failures)
+        return progress.partial()
+
+
+def _failure(step: Parallel, ctx: StepContext, failures: list[Outcome]) -> StepFailedError:
+    assert ctx.progress is not None
+    errors: list[Exception] = []
+    for outcome in failures:
+        assert isinstance(outcome.error, Exception)
+        errors.append(outcome.error)
+    partial = ctx.progress.partial()
+    outcomes = ctx.progress.by_name()
+    failed = ", ".join(f"{o.name} ({o.status.value})" for o in failures)
+    cancelled = [o.name for o in outcomes.values() if o.cause is CancelCause.SIBLING_FAILURE]
+    message = (
+        f"parallel step {step.name!r}: {len(failures)} of {len(step.steps)} children failed: "
+        f"{failed}"
+    )
+    if step.min_successes is not None:
+        message += f"; min_successes={step.min_successes} can no longer be reached"
+    if partial:
+        message += f"; finished: {', '.join(partial)}"
+    if cancelled:
+        message += f"; cancelled: {', '.join(cancelled)}"
+    error = StepFailedError(
+        message,
+        step_name=step.name,
+        step_type=step.type,
+        errors=errors,
+        partial=partial,
+        outcomes=outcomes,
+        attempts=ctx.attempt,
+        elapsed=current_time() - ctx.started,
+        retryable=all(getattr(e, "retryable", False) for e in errors),
+    )
+    error.__cause__ = ExceptionGroup(f"children of parallel step {step.name!r} failed", errors)
+    return error
