@@ -1,4 +1,9 @@
-"""Shared fixtures: every async test runs on asyncio and on trio."""
+"""Shared fixtures: every async test runs on asyncio and on trio.
+
+Mark a test (or a module, with ``pytestmark``) ``virtual_time`` to run its trio variant on
+``trio.testing.MockClock(autojump_threshold=0)``: sleeps and deadlines then take no real
+time. Don't mark tests that wait on worker threads: the mock clock jumps while a thread runs.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +12,9 @@ from typing import Any
 import pytest
 from trio.testing import MockClock
 
-# Default: real clocks on both backends.
-REAL_BACKENDS = [
-    pytest.param("asyncio", id="asyncio"),
-    pytest.param("trio", id="trio"),
-]
 
-
-def virtual_time_backends() -> list[Any]:
-    """asyncio on its real clock, trio on ``MockClock(autojump_threshold=0)``.
-
-    Use it in modules whose tests are about timeouts: on trio they take no real time. Do not
-    use it for tests that wait on worker threads (the mock clock jumps while a thread runs).
-    """
-    return [
-        pytest.param("asyncio", id="asyncio"),
-        pytest.param(("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mockclock"),
-    ]
-
-
-@pytest.fixture(params=REAL_BACKENDS)
+@pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    if request.param == "trio" and request.node.get_closest_marker("virtual_time"):
+        return ("trio", {"clock": MockClock(autojump_threshold=0)})
     return request.param
