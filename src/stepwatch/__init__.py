@@ -1,9 +1,5 @@
 """stepwatch: run flows of steps under layered deadlines, with telemetry built in."""
 
-from __future__ import annotations
-
-from typing import Any
-
 from ._context import StepContext
 from ._errors import (
     ErrorCode,
@@ -67,7 +63,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> str:
     if name == "__version__":
         from importlib.metadata import version
 

@@ -7,8 +7,9 @@
     │                                  raised at definition time, or at run() start for what
     │                                  only the executor can check (handlers, step types)
     ├── StepFailedError                a step raised (code STEP_FAILED); the original exception
-    │                                  is __cause__; for a parallel step with failing children
-    │                                  __cause__ is an ExceptionGroup of every child error
+    │                                  is __cause__; for a parallel step with SEVERAL failed
+    │                                  children __cause__ is an ExceptionGroup of every child
+    │                                  error (a single failed child's error passes unchanged)
     ├── StepTimeoutError(TimeoutError) a step's own deadline expired (code TIMEOUT); carries
     │                                  partial / pending / outcomes for composite steps
     └── FlowTimeoutError(TimeoutError) the whole-flow deadline expired (code TIMEOUT)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["FlowExecutor"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class FlowStep(Step):
     """The root of a run: runs the flow's steps in order under the whole-flow deadline."""
 

@@ -54,13 +54,14 @@ def _describe(step: object) -> str:
     return f"{type(step).__name__}({name!r})"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class Step:
     """Base of all step definitions.
 
-    Subclass it (as a frozen dataclass with slots) to define your own step type, set the
-    ``type`` class variable, and register an executor for it with
-    :meth:`FlowExecutor.register`.
+    Subclass it (as a frozen dataclass with slots; ``eq=False`` keeps identity hashing like
+    the built-in steps) to define your own step type, set the ``type`` class variable, and
+    register an executor for it with :meth:`FlowExecutor.register`. Steps compare and hash
+    by identity: each definition is its own step.
 
     Args:
         name: unique within the flow.
@@ -173,7 +174,7 @@ def _check_unique(owner: str, steps: Iterable[Step]) -> frozenset[str]:
     return frozenset(seen)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Request(Step):
     """Call the handler registered under ``method`` with ``params``.
 
@@ -199,7 +200,7 @@ class Request(Step):
             )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Transform(Step):
     """Compute a value with ``fn(ctx)`` (sync or async).
 
@@ -217,7 +218,7 @@ class Transform(Step):
         _check_callable(self, "fn", self.fn)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Branch(Step):
     """Run ``then`` if ``condition(ctx)`` is true, else ``otherwise`` (if given).
 
@@ -242,7 +243,7 @@ class Branch(Step):
         return (self.then,) if self.otherwise is None else (self.then, self.otherwise)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Loop(Step):
     """Run ``body`` repeatedly; the value is the list of the body's values.
 
@@ -283,7 +284,7 @@ class Loop(Step):
         return (self.body,)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Sequence(Step):
     """Run ``steps`` one after another; the value is a dict name → value, in order."""
 
@@ -304,7 +305,7 @@ OnTimeout = Literal["raise", "partial"]
 TraceChildren = Literal["nested", "detached"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Parallel(Step):
     """Run ``steps`` concurrently under one group deadline (DESIGN.md §4).
 
@@ -375,7 +376,7 @@ class Parallel(Step):
         return self.steps
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Delay(Step):
     """Sleep for ``seconds`` (useful in demos, tests and pacing); the value is ``None``."""
 
@@ -399,7 +400,7 @@ class Delay(Step):
             )
 
 
-@dataclass(frozen=True, slots=True, weakref_slot=True, init=False)
+@dataclass(frozen=True, slots=True, weakref_slot=True, init=False, eq=False)
 class Flow:
     """A named flow of steps, run in order by :meth:`FlowExecutor.run`.
 

@@ -1,5 +1,9 @@
 """Executor for :class:`stepwatch.Parallel`: one group, one deadline (DESIGN.md §4).
 
+Errors: a single failed child's error is re-raised unchanged (so a ``StepTimeoutError`` of
+a tighter inner deadline reaches the caller as such); several failed children raise one
+:class:`StepFailedError` whose ``__cause__`` is an ``ExceptionGroup`` of all their errors.
+
 Everything on a child's path is O(1): outcomes go into a list by index; ``partial`` and
 ``pending`` are computed once, at the end. Children are not started once the deadline has
 passed (they are recorded as cancelled with cause ``deadline``).
@@ -18,6 +22,7 @@ from .._context import StepContext
 from .._errors import StepFailedError
 from .._outcome import CancelCause, Outcome
 from .._steps import Parallel, Step
+from ._util import raise_error
 
 _CHECK_EVERY = 32  # look at the clock every N children started
 
@@ -110,6 +115,8 @@ class ParallelExecutor:
             return progress.partial()
         if group.failures:
             ctx.close_children(CancelCause.SIBLING_FAILURE)
+            if len(group.failures) == 1:  # the child's own error says best what went wrong
+                raise_error(group.failures[0])
             raise _failure(step, ctx, group.failures)
         return progress.partial()
 

@@ -1,0 +1,134 @@
+"""Retries with backoff bounded by the enclosing deadline, and per-step fallbacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from stepwatch import (
+    Flow,
+    FlowExecutor,
+    Parallel,
+    Request,
+    Retry,
+    Status,
+    StepFailedError,
+    StepTimeoutError,
+    ValidationError,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
+
+
+class Flaky:
+    """Fails with ``exc`` for the first ``failures`` calls, then returns "ok"."""
+
+    def __init__(self, failures: int, exc: Exception | None = None, hang: bool = False) -> None:
+        self.failures = failures
+        self.exc = exc or ConnectionError("reset by peer")
+        self.hang = hang
+        self.calls: list[float] = []
+
+    async def __call__(self, params: Any) -> str:
+        self.calls.append(anyio.current_time())
+        if len(self.calls) <= self.failures:
+            if self.hang:
+                await anyio.sleep(100)
+            raise self.exc
+        return "ok"
+
+
+class TestRetry:
+    async def test_retries_retryable_errors_until_success(self) -> None:
+        """A ConnectionError is retried with backoff and the step succeeds on attempt 3."""
+        flaky = Flaky(2)
+        flow = Flow("f", Request("r", "h", retry=Retry(attempts=3, initial=0.1, jitter=False)))
+        result = await FlowExecutor(handlers={"h": flaky}).run(flow)
+        assert result["r"] == "ok"
+        assert result.outcomes["r"].attempts == 3
+        gaps = [b - a for a, b in zip(flaky.calls, flaky.calls[1:], strict=False)]
+        assert gaps == pytest.approx([0.1, 0.2], abs=0.05)
+
+    async def test_non_retryable_errors_are_not_retried(self) -> None:
+        """A ValueError is not retryable by default: one attempt, then StepFailedError."""
+        flaky = Flaky(5, ValueError("bad input"))
+        flow = Flow("f", Request("r", "h", retry=5))
+        with pytest.raises(StepFailedError) as info:
+            await FlowExecutor(handlers={"h": flaky}).run(flow)
+        assert len(flaky.calls) == 1
+        assert info.value.attempts == 1 and info.value.retryable is False
+
+    async def test_each_attempt_gets_the_step_timeout(self) -> None:
+        """An attempt that exceeds the step timeout is retried; the next one succeeds."""
+        flaky = Flaky(1, hang=True)
+        flow = Flow("f", Request("r", "h", timeout=0.1, retry=Retry(attempts=2, initial=0.01)))
+        result = await FlowExecutor(handlers={"h": flaky}).run(flow)
+        assert result["r"] == "ok"
+        assert result.outcomes["r"].attempts == 2
+        assert flaky.calls[1] - flaky.calls[0] == pytest.approx(0.1 + 0.01, abs=0.06)
+
+    async def test_retries_stop_at_the_enclosing_deadline(self) -> None:
+        """Retries never sleep past the group deadline; the group reports the timeout."""
+        flaky = Flaky(100)
+        step = Request("r", "h", retry=Retry(attempts=100, initial=0.04, multiplier=1, jitter=False))
+        flow = Flow("f", Parallel("g", [step], timeout=0.1))
+        start = anyio.current_time()
+        with pytest.raises((StepFailedError, StepTimeoutError)) as info:
+            await FlowExecutor(handlers={"h": flaky}).run(flow)
+        took = anyio.current_time() - start
+        assert took < 0.15
+        assert 2 <= len(flaky.calls) <= 3
+        assert all(t - start < 0.1 for t in flaky.calls)
+        assert info.value.result is not None
+        assert info.value.result.outcomes["r"].status is Status.FAILED
+
+    async def test_no_retry_after_deadline_message(self) -> None:
+        """A timed-out attempt whose retry would start past the deadline says so."""
+        flaky = Flaky(100, hang=True)
+        step = Request("r", "h", timeout=0.05, retry=Retry(attempts=5, initial=0.2, jitter=False))
+        flow = Flow("f", Parallel("g", [step], timeout=0.2))
+        with pytest.raises(StepTimeoutError, match="no retry: the next attempt would start"):
+            await FlowExecutor(handlers={"h": flaky}).run(flow)
+        assert len(flaky.calls) == 1
+
+    def test_retry_validation(self) -> None:
+        """Bad retry settings name the field and value."""
+        with pytest.raises(ValidationError, match=r"Retry.attempts must be >= 1; got 0"):
+            Retry(attempts=0)
+        with pytest.raises(ValidationError, match=r"Retry.initial .*-1"):
+            Retry(initial=-1)
+        with pytest.raises(ValidationError, match=r"Request\('r'\).retry must be"):
+            Request("r", "h", retry="twice")
+
+    def test_backoff_grows_and_is_capped(self) -> None:
+        """Backoff doubles per attempt, is capped by max_delay, and jitter stays in [d/2, d]."""
+        policy = Retry(initial=0.1, multiplier=2, max_delay=0.3, jitter=False)
+        assert [policy.delay(n) for n in (1, 2, 3, 4)] == pytest.approx([0.1, 0.2, 0.3, 0.3])
+        jittered = Retry(initial=0.1, jitter=True)
+        assert all(0.05 <= jittered.delay(1) <= 0.1 for _ in range(100))
+
+
+class TestFallback:
+    async def test_fallback_used_when_the_step_times_out(self) -> None:
+        """A step that times out with a fallback yields it; outcome status is fallback."""
+        flaky = Flaky(100, hang=True)
+        flow = Flow("f", [Request("r", "h", timeout=0.05, fallback={"stock": "unknown"})])
+        result = await FlowExecutor(handlers={"h": flaky}).run(flow)
+        assert result["r"] == {"stock": "unknown"}
+        outcome = result.outcomes["r"]
+        assert outcome.status is Status.FALLBACK and outcome.recovered and outcome.ok
+        assert isinstance(outcome.error, StepTimeoutError)
+
+    async def test_none_is_a_valid_fallback(self) -> None:
+        """fallback=None is honoured (the sentinel for 'no fallback' is NO_FALLBACK)."""
+        flow = Flow("f", Request("r", "h", timeout=0.05, fallback=None))
+        result = await FlowExecutor(handlers={"h": Flaky(1, hang=True)}).run(flow)
+        assert result["r"] is None and result.outcomes["r"].status is Status.FALLBACK
+
+    async def test_fallback_not_used_for_failures(self) -> None:
+        """A failure is not a timeout: the fallback is not used, the error propagates."""
+        flow = Flow("f", Request("r", "h", fallback="x"))
+        with pytest.raises(StepFailedError):
+            await FlowExecutor(handlers={"h": Flaky(1, ValueError("no"))}).run(flow)
