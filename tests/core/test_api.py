@@ -20,10 +20,11 @@ def test_all_is_sorted_and_unique() -> None:
 
 def test_issue_contract_names_are_exported() -> None:
     """The names other components rely on are importable from stepwatch."""
-    for name in (
+    contract = (
         "Flow FlowExecutor Request Transform Branch Loop Sequence Parallel TimeoutOptions "
         "StepTimeoutError FlowTimeoutError ValidationError ErrorCode"
-    ).split():
+    )
+    for name in contract.split():
         assert name in stepwatch.__all__
         assert getattr(stepwatch, name) is not None
 

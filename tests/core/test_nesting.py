@@ -1,4 +1,4 @@
-"""Nested deadlines: the owner of the expired deadline reports it; outside cancels aren't timeouts."""
+"""Nested deadlines: the owner of an expired deadline reports it; outside cancels don't."""
 
 from __future__ import annotations
 

@@ -136,9 +136,7 @@ class TestGroupDeadline:
 
     async def test_child_never_gets_more_than_the_group_has_left(self) -> None:
         """A child's own 5 s timeout is clamped by the 0.1 s group; the group owns the error."""
-        flow = Flow(
-            "f", Parallel("group", [Request("b", "slow", timeout=5)], timeout=0.1)
-        )
+        flow = Flow("f", Parallel("group", [Request("b", "slow", timeout=5)], timeout=0.1))
         with pytest.raises(StepTimeoutError) as info:
             await executor().run(flow)
         assert info.value.step_name == "group"
@@ -325,8 +323,12 @@ class TestQuorum:
 class TestMaxConcurrency:
     async def test_queued_children_reported_at_deadline(self) -> None:
         """With max_concurrency=1 the children never started are reported, not dropped."""
-        children = [Request("a", "fast"), Request("b", "slow"), Request("c", "fast"),
-                    Request("d", "fast")]
+        children = [
+            Request("a", "fast"),
+            Request("b", "slow"),
+            Request("c", "fast"),
+            Request("d", "fast"),
+        ]
         recorder = Recorder()
         ex = FlowExecutor(handlers=HANDLERS, hooks=[recorder])
         flow = Flow("f", Parallel("group", children, timeout=0.1, max_concurrency=1))
@@ -342,7 +344,11 @@ class TestMaxConcurrency:
             assert outcome.attempts == 0 and not outcome.started
         assert err.outcomes["b"].started
         assert sorted(o.name for o in recorder.outcomes if o.step_type != "flow") == [
-            "a", "b", "c", "d", "group"
+            "a",
+            "b",
+            "c",
+            "d",
+            "group",
         ]
 
     async def test_at_most_n_children_run_at_once(self) -> None:

@@ -72,7 +72,9 @@ class TestRetry:
     async def test_retries_stop_at_the_enclosing_deadline(self) -> None:
         """Retries never sleep past the group deadline; the group reports the timeout."""
         flaky = Flaky(100)
-        step = Request("r", "h", retry=Retry(attempts=100, initial=0.04, multiplier=1, jitter=False))
+        step = Request(
+            "r", "h", retry=Retry(attempts=100, initial=0.04, multiplier=1, jitter=False)
+        )
         flow = Flow("f", Parallel("g", [step], timeout=0.1))
         start = anyio.current_time()
         with pytest.raises((StepFailedError, StepTimeoutError)) as info:

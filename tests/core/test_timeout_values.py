@@ -111,15 +111,23 @@ class TestResolution:
     @pytest.mark.parametrize(
         ("step_t", "flow_opts", "exec_opts", "expected"),
         [
-            pytest.param(1, TimeoutOptions(2, request=3), TimeoutOptions(4, request=5), 1,
-                         id="step-own"),
-            pytest.param(None, TimeoutOptions(2, request=3), TimeoutOptions(4, request=5), 3,
-                         id="flow-per-type"),
-            pytest.param(None, TimeoutOptions(2), TimeoutOptions(4, request=5), 2,
-                         id="flow-default"),
+            pytest.param(
+                1, TimeoutOptions(2, request=3), TimeoutOptions(4, request=5), 1, id="step-own"
+            ),
+            pytest.param(
+                None,
+                TimeoutOptions(2, request=3),
+                TimeoutOptions(4, request=5),
+                3,
+                id="flow-per-type",
+            ),
+            pytest.param(
+                None, TimeoutOptions(2), TimeoutOptions(4, request=5), 2, id="flow-default"
+            ),
             pytest.param(None, None, TimeoutOptions(4, request=5), 5, id="executor-per-type"),
-            pytest.param(None, TimeoutOptions(transform=9), TimeoutOptions(4), 4,
-                         id="executor-default"),
+            pytest.param(
+                None, TimeoutOptions(transform=9), TimeoutOptions(4), 4, id="executor-default"
+            ),
             pytest.param(None, None, None, 30, id="built-in"),
         ],
     )
@@ -147,11 +155,15 @@ class TestResolution:
     def test_built_in_defaults(self, step_type: str, expected: float | None) -> None:
         """Built-in defaults: request 30, transform 10, branch 5, loop 60, composites none."""
         assert BUILTIN_DEFAULTS[step_type] == expected
-        assert (
-            dict(BUILTIN_DEFAULTS)
-            == {"request": 30.0, "transform": 10.0, "branch": 5.0, "loop": 60.0,
-                "sequence": None, "parallel": None, "delay": None}
-        )
+        assert dict(BUILTIN_DEFAULTS) == {
+            "request": 30.0,
+            "transform": 10.0,
+            "branch": 5.0,
+            "loop": 60.0,
+            "sequence": None,
+            "parallel": None,
+            "delay": None,
+        }
 
     def test_per_type_applies_to_composites_too(self) -> None:
         """A flow's per-type option reaches nested composite steps."""

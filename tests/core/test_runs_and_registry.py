@@ -1,0 +1,173 @@
+"""Runs are independent; the executor registry takes user step types and decorators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import anyio
+import pytest
+
+from stepwatch import (
+    Flow,
+    FlowExecutor,
+    Parallel,
+    Request,
+    Status,
+    Step,
+    StepContext,
+    StepExecutor,
+    StepTimeoutError,
+    ValidationError,
+)
+
+from .helpers import Recorder, sleeper
+
+pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
+
+
+class TestIndependentRuns:
+    async def test_run_after_a_timed_out_run_is_fresh(self) -> None:
+        """After a timed-out run, the next run on the same executor behaves like a fresh one."""
+        delays = {"a": 0.01, "b": 10.0}
+
+        async def backend(params: str) -> str:
+            await anyio.sleep(delays[params])
+            return params
+
+        ex = FlowExecutor(handlers={"h": backend})
+        flow = Flow(
+            "f", Parallel("g", [Request("a", "h", "a"), Request("b", "h", "b")], timeout=0.1)
+        )
+        with pytest.raises(StepTimeoutError) as first:
+            await ex.run(flow)
+        delays["b"] = 0.02
+        result = await ex.run(flow)
+        assert result["g"] == {"a": "a", "b": "b"}
+        assert {o.status for o in result.outcomes.values()} == {Status.SUCCEEDED}
+        assert first.value.result is not None
+        assert first.value.result.run_id != result.run_id
+        assert first.value.result.outcomes["b"].status is Status.CANCELLED
+
+    async def test_concurrent_runs_do_not_share_state(self) -> None:
+        """Concurrent runs of one flow each get their own results and outcomes."""
+
+        async def backend(params: int) -> int:
+            await anyio.sleep(0.01 * params)
+            return params
+
+        ex = FlowExecutor(handlers={"h": backend})
+        flow = Flow("f", Request("r", "h", lambda ctx: ctx.input))
+        results: dict[int, Any] = {}
+
+        async def one(i: int) -> None:
+            results[i] = (await ex.run(flow, input=i))["r"]
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(one, i)
+        assert results == {i: i for i in range(20)}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Hedge(Step):
+    """A user step type: run `steps` until one succeeds."""
+
+    type: ClassVar[str] = "hedge"
+    steps: tuple[Step, ...] = ()
+
+    def children(self) -> tuple[Step, ...]:
+        return self.steps
+
+
+class HedgeExecutor:
+    def can_execute(self, step: Step) -> bool:
+        return isinstance(step, Hedge)
+
+    async def execute(self, step: Step, ctx: StepContext) -> Any:
+        assert isinstance(step, Hedge)
+        ctx.track_children(step.steps)
+        for index, child in enumerate(step.steps):
+            outcome = await ctx.run_child(child, index=index)
+            if outcome.ok:
+                return outcome.value
+        raise LookupError("every option failed")
+
+
+class CountingDecorator:
+    """An ExecutorDecorator that counts executions per step type."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, executor: StepExecutor) -> StepExecutor:
+        outer = self
+
+        class Wrapped:
+            def can_execute(self, step: Step) -> bool:
+                return executor.can_execute(step)
+
+            async def execute(self, step: Step, ctx: StepContext) -> Any:
+                outer.calls.append(step.type)
+                return await executor.execute(step, ctx)
+
+        return Wrapped()
+
+
+class TestRegistry:
+    async def test_user_step_type_runs_under_the_rules(self) -> None:
+        """A registered user step type runs, its children get deadlines and outcomes."""
+        ex = FlowExecutor(handlers={"slow": sleeper(10), "ok": sleeper(0.01, "ok")})
+        ex.register(Hedge, HedgeExecutor())
+        flow = Flow(
+            "f",
+            Hedge("h", (Request("a", "slow", timeout=0.05, retry=None), Request("b", "ok"))),
+        )
+        result = await ex.run(flow)
+        assert result["h"] == "ok"
+        assert result.outcomes["a"].status is Status.TIMED_OUT
+        assert result.outcomes["a"].timeout == 0.05
+        assert result.outcomes["h"].status is Status.SUCCEEDED
+        flow_ok = Flow(
+            "f2",
+            Hedge("h", (Request("a", "slow", timeout=0.05, fallback=None), Request("b", "ok"))),
+        )
+        result = await ex.run(flow_ok)
+        assert result["h"] is None
+        assert result.outcomes["a"].status is Status.FALLBACK
+
+    async def test_user_executor_gets_user_decorators(self) -> None:
+        """Decorators wrap built-in and user executors alike."""
+        counter = CountingDecorator()
+        ex = FlowExecutor(handlers={"ok": sleeper(0, "ok")}, decorators=[counter])
+        ex.register("hedge", HedgeExecutor())
+        await ex.run(Flow("f", Hedge("h", (Request("b", "ok"),))))
+        assert counter.calls == ["flow", "hedge", "request"]
+
+    def test_double_registration_needs_replace(self) -> None:
+        """Registering a type twice is an error unless replace=True."""
+        ex = FlowExecutor()
+        with pytest.raises(ValidationError, match="already registered; pass replace=True"):
+            ex.register("parallel", HedgeExecutor())
+        ex.register("parallel", HedgeExecutor(), replace=True)
+
+    def test_register_checks_the_protocol(self) -> None:
+        """An object without can_execute/execute is rejected."""
+        with pytest.raises(ValidationError, match="must have can_execute"):
+            FlowExecutor().register("x", object())  # type: ignore[arg-type]
+
+    async def test_hooks_see_every_outcome_and_never_break_a_flow(self) -> None:
+        """Hooks get each outcome; a hook that raises does not break the run."""
+
+        class Broken:
+            def step_finished(self, outcome: object, ctx: object, /) -> None:
+                raise RuntimeError("hook bug")
+
+        recorder = Recorder()
+        ex = FlowExecutor(handlers={"ok": sleeper(0, "ok")}, hooks=[Broken(), recorder])
+        result = await ex.run(Flow("f", Request("a", "ok")))
+        assert result["a"] == "ok"
+        assert [(o.name, o.step_type) for o in recorder.outcomes] == [
+            ("a", "request"),
+            ("f", "flow"),
+        ]
