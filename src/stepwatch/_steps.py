@@ -290,7 +290,7 @@ class Sequence(Step):
 
     type: ClassVar[str] = "sequence"
 
-    steps: tuple[Step, ...]
+    steps: abc.Sequence[Step]
 
     def __post_init__(self) -> None:
         Step.__post_init__(self)
@@ -298,7 +298,7 @@ class Sequence(Step):
         _check_unique(_describe(self), self.steps)
 
     def children(self) -> tuple[Step, ...]:
-        return self.steps
+        return self.steps  # type: ignore[return-value]  # a tuple since __post_init__
 
 
 OnTimeout = Literal["raise", "partial"]
@@ -322,7 +322,7 @@ class Parallel(Step):
 
     type: ClassVar[str] = "parallel"
 
-    steps: tuple[Step, ...]
+    steps: abc.Sequence[Step]
     on_timeout: OnTimeout = "raise"
     fail_fast: bool = True
     max_concurrency: int | None = None
@@ -373,7 +373,7 @@ class Parallel(Step):
             )
 
     def children(self) -> tuple[Step, ...]:
-        return self.steps
+        return self.steps  # type: ignore[return-value]  # a tuple since __post_init__
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -91,7 +91,7 @@ class ParallelExecutor:
 
     async def execute(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         assert isinstance(step, Parallel)
-        children = step.steps
+        children = step.children()
         progress = ctx.track_children(children)
         try:
             async with anyio.create_task_group() as tg:
