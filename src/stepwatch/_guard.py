@@ -99,9 +99,31 @@ def _give_up(step: Step, ctx: StepContext, error: Exception) -> Any:
         return step.fallback
     if timed_out and getattr(step, "on_timeout", None) == "partial":
         assert isinstance(error, StepTimeoutError)
+        _raise_child_failures(step, ctx)
         ctx.error = error
         return _partial_with_fallbacks(ctx, error)
     raise error
+
+
+def _raise_child_failures(step: Step, ctx: StepContext) -> None:
+    """``on_timeout="partial"`` forgives the timeout, not children that failed before it."""
+    progress = ctx.progress
+    if progress is None or not hasattr(progress, "steps"):
+        return
+    failures = [
+        o
+        for o in progress.outcomes
+        if o is not None and not o.ok and o.status in (Status.FAILED, Status.TIMED_OUT)
+    ]
+    if not failures:
+        return
+    ctx.status = None  # the step failed; its deadline is not what it reports
+    if len(failures) == 1:
+        assert isinstance(failures[0].error, Exception)
+        raise failures[0].error
+    from .executors.parallel import group_failure
+
+    raise group_failure(step, ctx, failures)
 
 
 def _partial_with_fallbacks(ctx: StepContext, error: StepTimeoutError) -> dict[str, Any]:

@@ -117,11 +117,12 @@ class ParallelExecutor:
             ctx.close_children(CancelCause.SIBLING_FAILURE)
             if len(group.failures) == 1:  # the child's own error says best what went wrong
                 raise_error(group.failures[0])
-            raise _failure(step, ctx, group.failures)
+            raise group_failure(step, ctx, group.failures)
         return progress.partial()
 
 
-def _failure(step: Parallel, ctx: StepContext, failures: list[Outcome]) -> StepFailedError:
+def group_failure(step: Step, ctx: StepContext, failures: list[Outcome]) -> StepFailedError:
+    """One StepFailedError for several failed children (ExceptionGroup as __cause__)."""
     assert ctx.progress is not None
     errors: list[Exception] = []
     for outcome in failures:
@@ -132,11 +133,13 @@ def _failure(step: Parallel, ctx: StepContext, failures: list[Outcome]) -> StepF
     failed = ", ".join(f"{o.name} ({o.status.value})" for o in failures)
     cancelled = [o.name for o in outcomes.values() if o.cause is CancelCause.SIBLING_FAILURE]
     message = (
-        f"parallel step {step.name!r}: {len(failures)} of {len(step.steps)} children failed: "
+        f"{step.type} step {step.name!r}: {len(failures)} of {len(ctx.progress.steps)} "
+        f"children failed: "
         f"{failed}"
     )
-    if step.min_successes is not None:
-        message += f"; min_successes={step.min_successes} can no longer be reached"
+    need = getattr(step, "min_successes", None)
+    if need is not None:
+        message += f"; min_successes={need} can no longer be reached"
     if partial:
         message += f"; finished: {', '.join(partial)}"
     if cancelled:

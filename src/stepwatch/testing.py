@@ -1,0 +1,68 @@
+"""Helpers for testing code that uses stepwatch.
+
+Typical use, on trio's mock clock so deadline tests take no real time::
+
+    from stepwatch.testing import OutcomeRecorder, sleeping, failing
+
+    recorder = OutcomeRecorder()
+    executor = FlowExecutor(handlers={"slow": sleeping(10), "boom": failing(OSError())},
+                            hooks=[recorder], tracing=False, metrics=False)
+    ...
+    assert recorder["slow"].cause is CancelCause.DEADLINE
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from ._context import StepContext
+from ._outcome import Outcome, Status
+
+__all__ = ["OutcomeRecorder", "failing", "sleeping"]
+
+
+def sleeping(seconds: float, value: Any = None) -> Callable[[Any], Awaitable[Any]]:
+    """An async handler that sleeps ``seconds``, then returns ``value`` (or its params)."""
+
+    async def handler(params: Any) -> Any:
+        await anyio.sleep(seconds)
+        return params if value is None else value
+
+    return handler
+
+
+def failing(error: BaseException, *, after: float = 0.0) -> Callable[[Any], Awaitable[Any]]:
+    """An async handler that raises ``error`` after ``after`` seconds."""
+
+    async def handler(params: Any) -> Any:
+        await anyio.sleep(after)
+        raise error
+
+    return handler
+
+
+class OutcomeRecorder:
+    """A :class:`~stepwatch.StepHook` keeping every outcome, in the order recorded.
+
+    ``recorder[name]`` is the last outcome of that step; ``recorder.outcomes`` all of them
+    (the flow's own root outcome, ``step_type == "flow"``, included).
+    """
+
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+
+    def step_finished(self, outcome: Outcome, ctx: StepContext, /) -> None:
+        self.outcomes.append(outcome)
+
+    def __getitem__(self, name: str) -> Outcome:
+        for outcome in reversed(self.outcomes):
+            if outcome.name == name:
+                return outcome
+        raise KeyError(f"no outcome recorded for step {name!r}")
+
+    def with_status(self, status: Status) -> list[str]:
+        """Names of the steps that ended with ``status``, in the order recorded."""
+        return [o.name for o in self.outcomes if o.status is status]
