@@ -1,25 +1,195 @@
-"""Prometheus metrics decorator (STUB: to be implemented by the metrics issue)."""
+"""Prometheus metrics: an executor decorator recording DESIGN.md §5 "Metrics".
+
+Every metric, label, label value and bucket is documented in ``docs/_telemetry_metrics.md``.
+The metrics are registered when the first :class:`~stepwatch.FlowExecutor` with metrics
+on is created for a registry (never at import); every later executor on that registry
+shares them. Nothing here ever raises into a flow: every prometheus-client call is
+guarded, and the step's own exception or cancellation always passes unchanged.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import contextlib
+import math
+import os
+from typing import TYPE_CHECKING, Any
 
-from .._protocols import ExecutorDecorator, StepExecutor
-from .._workers import WorkerTracker
+import structlog
+from anyio import current_time
+from opentelemetry.trace import format_span_id, format_trace_id, get_current_span
 
-__all__ = ["MetricsConfig", "make_metrics_decorator"]
+from ._classify import CANCELLATION, TIMEOUT, classify
+from ._metrics_config import (
+    DEFAULT_BUDGET_RATIO_BUCKETS,
+    DEFAULT_DURATION_BUCKETS,
+    METRIC_NAMES,
+    MetricsConfig,
+)
+
+if TYPE_CHECKING:
+    from .._context import StepContext
+    from .._protocols import ExecutorDecorator, StepExecutor
+    from .._steps import Step
+    from .._workers import WorkerEvent, WorkerTracker
+    from ._metric_series import StepSeries
+    from ._metric_set import MetricSet
+
+__all__ = [
+    "DEFAULT_BUDGET_RATIO_BUCKETS",
+    "DEFAULT_DURATION_BUCKETS",
+    "METRIC_NAMES",
+    "MetricsConfig",
+    "make_metrics_decorator",
+]
+
+_logger = structlog.get_logger("stepwatch")
 
 
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    """Metrics options (stub)."""
+def multiprocess_mode() -> bool:
+    """True when prometheus-client writes to ``PROMETHEUS_MULTIPROC_DIR`` (no exemplars)."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:
+        return True
+    from prometheus_client import values
+
+    return values.ValueClass is not values.MutexValue
+
+
+def _exemplar() -> dict[str, str] | None:
+    span = get_current_span()
+    if not span.is_recording():
+        return None
+    context = span.get_span_context()
+    return {
+        "trace_id": format_trace_id(context.trace_id),
+        "span_id": format_span_id(context.span_id),
+    }
+
+
+class _MetricsExecutor:
+    """Wraps one executor chain; records one execution of each step (not ``flow`` roots)."""
+
+    __slots__ = ("exemplars", "inner", "metrics")
+
+    def __init__(self, inner: StepExecutor, metrics: MetricSet, exemplars: bool) -> None:
+        self.inner = inner
+        self.metrics = metrics
+        self.exemplars = exemplars
+
+    def can_execute(self, step: Step) -> bool:
+        return self.inner.can_execute(step)
+
+    async def execute(self, step: Step, ctx: StepContext) -> Any:
+        if step.type == "flow":
+            return await self.inner.execute(step, ctx)
+        series: StepSeries | None
+        try:
+            series = self.metrics.series(ctx.flow_name, step.name, step.type)
+            series.in_progress.inc()
+        except Exception:
+            series = None
+        try:
+            value = await self.inner.execute(step, ctx)
+        except BaseException as exc:
+            if series is not None:
+                self._finish(series, step, ctx, exc)
+            raise
+        if series is not None:
+            self._finish(series, step, ctx, None)
+        return value
+
+    def _finish(
+        self, series: StepSeries, step: Step, ctx: StepContext, exc: BaseException | None
+    ) -> None:
+        try:  # noqa: SIM105 - hot path: suppress() would build an object per call
+            series.in_progress.dec()
+        except Exception:
+            pass
+        try:
+            outcome, _ = classify(ctx, exc)
+            end = current_time()
+            exemplar = _exemplar() if self.exemplars else None
+            series.duration(outcome).observe(end - ctx.started, exemplar)
+            timeout = ctx.timeout
+            if timeout is not None and timeout > 0 and not math.isinf(timeout):
+                series.budgeted()
+                if outcome != CANCELLATION:  # a budget use of the last attempt
+                    series.budget.observe((end - ctx.own_deadline + timeout) / timeout)
+            if outcome == TIMEOUT:
+                series.timeouts().inc()
+            if step.type == "parallel" and ctx.progress is not None:
+                _count_cancelled(series, ctx)
+        except Exception:
+            pass
+
+
+def _count_cancelled(series: StepSeries, ctx: StepContext) -> None:
+    """One increment per child of the parallel step cancelled or never started, by cause."""
+    assert ctx.progress is not None
+    counts: dict[str, int] = {}
+    for outcome in ctx.progress.outcomes:
+        if outcome is not None and outcome.cause is not None:
+            cause = outcome.cause.value
+            counts[cause] = counts.get(cause, 0) + 1
+    for cause, n in counts.items():
+        series.cancelled(cause).inc(n)
+
+
+class _AbandonedListener:
+    """A :class:`~stepwatch.WorkerListener` driving ``stepwatch_abandoned_workers``."""
+
+    __slots__ = ("metrics",)
+
+    def __init__(self, metrics: MetricSet) -> None:
+        self.metrics = metrics
+
+    def worker_abandoned(self, event: WorkerEvent) -> None:
+        with contextlib.suppress(Exception):
+            self.metrics.abandoned_child(event.flow, event.step_type).inc()
+
+    def worker_finished_late(self, event: WorkerEvent) -> None:
+        with contextlib.suppress(Exception):
+            self.metrics.abandoned_child(event.flow, event.step_type).dec()
 
 
 def make_metrics_decorator(
     config: MetricsConfig, *, registry: Any, workers: WorkerTracker
 ) -> ExecutorDecorator:
+    """The metrics decorator for one executor (registers the metrics on first use).
+
+    Args:
+        config: the options.
+        registry: a prometheus-client ``CollectorRegistry``; the default one if ``None``.
+        workers: the executor's tracker; a listener keeps the abandoned-workers gauge.
+
+    Returns a decorator that leaves executors unwrapped if the metrics cannot be
+    registered (a warning ``metrics.unavailable`` is logged; the flow is unaffected).
+    """
+    metrics: MetricSet | None = None
+    exemplars = False
+    try:
+        from ._metric_set import metric_set_for
+
+        metrics = metric_set_for(registry, config)
+        used = metrics.config
+        if (used.duration_buckets, used.budget_ratio_buckets, used.max_label_values) != (
+            config.duration_buckets,
+            config.budget_ratio_buckets,
+            config.max_label_values,
+        ):
+            _logger.warning(
+                "metrics.config_conflict",
+                used=repr(used),
+                ignored=repr(config),
+            )
+        exemplars = config.exemplars and not multiprocess_mode()
+        workers.listeners.append(_AbandonedListener(metrics))
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            _logger.warning("metrics.unavailable", error=f"{type(exc).__name__}: {exc}")
+
     def decorate(executor: StepExecutor) -> StepExecutor:
-        return executor
+        if metrics is None:
+            return executor
+        return _MetricsExecutor(executor, metrics, exemplars)
 
     return decorate

@@ -1,0 +1,64 @@
+"""The cached, labelled metric children of one step (flow, step, step_type)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._metric_set import MetricSet
+
+__all__ = ["StepSeries"]
+
+
+class StepSeries:
+    """The labelled children of one (flow, step, step_type), created on first use."""
+
+    __slots__ = (
+        "_cancelled",
+        "_durations",
+        "_set",
+        "_timeouts",
+        "budget",
+        "flow",
+        "in_progress",
+        "step",
+        "step_type",
+    )
+
+    def __init__(self, metric_set: MetricSet, flow: str, step: str, step_type: str) -> None:
+        self._set = metric_set
+        self.flow = flow
+        self.step = step
+        self.step_type = step_type
+        self.in_progress = metric_set.in_progress.labels(flow, step_type)
+        self._durations: dict[str, Any] = {}
+        self._cancelled: dict[str, Any] = {}
+        self._timeouts: Any = None
+        self.budget: Any = None
+
+    def duration(self, outcome: str) -> Any:
+        """The duration histogram child for ``outcome``."""
+        child = self._durations.get(outcome)
+        if child is None:
+            child = self._set.duration.labels(self.flow, self.step, self.step_type, outcome)
+            self._durations[outcome] = child
+        return child
+
+    def budgeted(self) -> None:
+        """Create the timeouts counter (at 0) and the budget-ratio histogram of this step."""
+        if self.budget is None:
+            self._timeouts = self._set.timeouts.labels(self.flow, self.step, self.step_type)
+            self.budget = self._set.budget_ratio.labels(self.flow, self.step, self.step_type)
+
+    def timeouts(self) -> Any:
+        """The timeouts counter child."""
+        self.budgeted()
+        return self._timeouts
+
+    def cancelled(self, cause: str) -> Any:
+        """The children-cancelled counter child for ``cause`` (this step is the parallel)."""
+        child = self._cancelled.get(cause)
+        if child is None:
+            child = self._set.children_cancelled.labels(self.flow, self.step, cause)
+            self._cancelled[cause] = child
+        return child

@@ -1,0 +1,168 @@
+"""One set of stepwatch metrics per prometheus-client registry, and its cached series.
+
+Imported lazily (by :func:`~stepwatch.telemetry._metrics.make_metrics_decorator`), so
+importing stepwatch neither imports prometheus-client nor registers anything. Any number
+of executors share the set of their registry: the metrics are registered once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+from ._labels import BUILTIN_STEP_TYPES, LabelGuard
+from ._metric_series import StepSeries
+from ._metrics_config import (
+    ABANDONED,
+    BUDGET_RATIO,
+    CHILDREN_CANCELLED,
+    DURATION,
+    IN_PROGRESS,
+    TIMEOUTS,
+)
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from ._metrics_config import MetricsConfig
+
+__all__ = ["MetricSet", "metric_set_for"]
+
+
+_CACHE_LIMIT = 10_000  # raw (flow, step, type) keys cached; beyond it: guarded look-up
+
+
+class MetricSet:
+    """The six stepwatch metrics registered on one registry, with the label guards."""
+
+    def __init__(self, registry: CollectorRegistry, config: MetricsConfig) -> None:
+        self.config = config
+        step_labels = ("flow", "step", "step_type")
+        self.duration = Histogram(
+            DURATION,
+            "Duration of each step execution (all attempts), by outcome.",
+            (*step_labels, "outcome"),
+            registry=None,
+            buckets=config.duration_buckets,
+        )
+        self.timeouts = Counter(
+            TIMEOUTS, "Step executions whose own deadline expired.", step_labels, registry=None
+        )
+        self.budget_ratio = Histogram(
+            BUDGET_RATIO,
+            "Share of its timeout a step execution used (elapsed / timeout).",
+            step_labels,
+            registry=None,
+            buckets=config.budget_ratio_buckets,
+        )
+        self.in_progress = Gauge(
+            IN_PROGRESS,
+            "Step executions running now.",
+            ("flow", "step_type"),
+            registry=None,
+            multiprocess_mode="livesum",
+        )
+        self.children_cancelled = Counter(
+            CHILDREN_CANCELLED,
+            "Children of a parallel step cancelled or never started, by cause.",
+            ("flow", "step", "cause"),
+            registry=None,
+        )
+        self.abandoned = Gauge(
+            ABANDONED,
+            "Worker threads abandoned at a deadline and still running.",
+            ("flow", "step_type"),
+            registry=None,
+            multiprocess_mode="livesum",
+        )
+        done: list[Any] = []
+        try:
+            for metric in self.all():
+                registry.register(metric)
+                done.append(metric)
+        except BaseException:
+            for metric in done:  # leave the registry as it was
+                with contextlib.suppress(Exception):
+                    registry.unregister(metric)
+            raise
+        limit = config.max_label_values
+        self.guards = (
+            LabelGuard("flow", limit),
+            LabelGuard("step", limit),
+            LabelGuard("step_type", limit, exempt=BUILTIN_STEP_TYPES),
+        )
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str, str], StepSeries] = {}
+        self._by_labels: dict[tuple[str, str, str], StepSeries] = {}
+        self._abandoned: dict[tuple[str, str], Any] = {}
+
+    def all(self) -> tuple[Any, ...]:
+        """The six metric objects."""
+        m = (self.duration, self.timeouts, self.budget_ratio, self.in_progress)
+        return (*m, self.children_cancelled, self.abandoned)
+
+    def series(self, flow: str, step: str, step_type: str) -> StepSeries:
+        """The cached :class:`StepSeries` of a step (label values guarded on first use)."""
+        key = (flow, step, step_type)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._cache.get(key)
+            if found is not None:
+                return found
+            g_flow, g_step, g_type = self.guards
+            labels = (g_flow(flow), g_step(step), g_type(step_type))
+            found = self._by_labels.get(labels)
+            if found is None:
+                found = StepSeries(self, *labels)
+                self._by_labels[labels] = found
+            if len(self._cache) < _CACHE_LIMIT:
+                self._cache[key] = found
+            return found
+
+    def abandoned_child(self, flow: str, step_type: str) -> Any:
+        """The abandoned-workers gauge child of (flow, step_type), label values guarded."""
+        key = (flow, step_type)
+        child = self._abandoned.get(key)
+        if child is None:
+            with self._lock:
+                labels = (self.guards[0](flow), self.guards[2](step_type))
+                child = self.abandoned.labels(*labels)
+                if len(self._abandoned) < _CACHE_LIMIT:
+                    self._abandoned[key] = child
+        return child
+
+
+_sets: weakref.WeakKeyDictionary[Any, MetricSet] = weakref.WeakKeyDictionary()
+_sets_by_id: dict[int, tuple[Any, MetricSet]] = {}  # registries that are not weak-referenceable
+_sets_lock = threading.Lock()
+
+
+def metric_set_for(registry: CollectorRegistry | None, config: MetricsConfig) -> MetricSet:
+    """The registry's :class:`MetricSet`, registered on first call (the default registry
+    if ``registry`` is None).
+
+    Raises:
+        Exception: whatever the registry raised when registering (e.g. the names are taken
+            by metrics that are not stepwatch's); the caller logs it and goes without.
+    """
+    reg: Any = REGISTRY if registry is None else registry
+    with _sets_lock:
+        try:
+            found = _sets.get(reg)
+        except TypeError:
+            entry = _sets_by_id.get(id(reg))
+            found = entry[1] if entry is not None and entry[0] is reg else None
+        if found is not None:
+            return found
+        made = MetricSet(reg, config)
+        try:
+            _sets[reg] = made
+        except TypeError:
+            _sets_by_id[id(reg)] = (reg, made)
+        return made

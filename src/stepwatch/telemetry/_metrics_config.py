@@ -1,0 +1,115 @@
+"""MetricsConfig: the options of the Prometheus metrics (buckets, label limit, exemplars)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from .._errors import ValidationError
+
+__all__ = [
+    "DEFAULT_BUDGET_RATIO_BUCKETS",
+    "DEFAULT_DURATION_BUCKETS",
+    "METRIC_NAMES",
+    "MetricsConfig",
+]
+
+DURATION: Final = "stepwatch_step_duration_seconds"
+TIMEOUTS: Final = "stepwatch_step_timeouts_total"
+BUDGET_RATIO: Final = "stepwatch_step_timeout_budget_ratio"
+IN_PROGRESS: Final = "stepwatch_steps_in_progress"
+CHILDREN_CANCELLED: Final = "stepwatch_parallel_children_cancelled_total"
+ABANDONED: Final = "stepwatch_abandoned_workers"
+
+METRIC_NAMES: Final = (DURATION, TIMEOUTS, BUDGET_RATIO, IN_PROGRESS, CHILDREN_CANCELLED, ABANDONED)
+"""The name of every metric stepwatch defines (as passed to prometheus-client)."""
+
+DEFAULT_DURATION_BUCKETS: Final = (
+    *(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5),
+    *(1.0, 2.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
+)
+"""Seconds; every common timeout (and every built-in default timeout) is a bucket edge."""
+
+DEFAULT_BUDGET_RATIO_BUCKETS: Final = (0.1, 0.25, 0.5, 0.75, 0.8, 0.9, 0.95, 1.0, 1.5)
+"""elapsed / timeout; dense between 0.5 and 1 where "close to the deadline" is decided."""
+
+
+def _buckets(field: str, value: object) -> tuple[float, ...]:
+    where = f"MetricsConfig.{field}"
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ValidationError(
+            f"{where} must be a sequence of increasing positive numbers; got {value!r}",
+            field=where,
+            value=value,
+        )
+    out: list[float] = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int | float) or math.isnan(item):
+            raise ValidationError(
+                f"{where} must hold numbers; got {item!r} in {value!r}", field=where, value=value
+            )
+        if item <= 0 or (out and item <= out[-1]):
+            raise ValidationError(
+                f"{where} must be positive and strictly increasing; got {value!r}",
+                field=where,
+                value=value,
+            )
+        out.append(float(item))
+    if not out or math.isinf(out[0]):
+        raise ValidationError(
+            f"{where} needs at least one finite bucket edge; got {value!r}",
+            field=where,
+            value=value,
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Metrics options, passed as ``FlowExecutor(metrics=MetricsConfig(...))``.
+
+    Args:
+        duration_buckets: upper bounds (s) of ``stepwatch_step_duration_seconds``.
+        budget_ratio_buckets: upper bounds of ``stepwatch_step_timeout_budget_ratio``.
+        max_label_values: distinct values admitted per label taken from user-supplied
+            names (``flow``, ``step``, user step types); later new ones become ``_other``.
+        exemplars: attach ``trace_id``/``span_id`` exemplars to duration observations when
+            a span is recording (never in multiprocess mode).
+
+    The first configuration used with a registry fixes its buckets and label limit; an
+    executor with a different one on the same registry shares the existing metrics (a
+    ``metrics.config_conflict`` warning is logged).
+
+    Raises:
+        ValidationError: a bucket list that is empty, not increasing or not positive, or a
+            ``max_label_values`` below 1; ``.field`` names the field.
+    """
+
+    duration_buckets: Sequence[float] = DEFAULT_DURATION_BUCKETS
+    budget_ratio_buckets: Sequence[float] = DEFAULT_BUDGET_RATIO_BUCKETS
+    max_label_values: int = 1000
+    exemplars: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "duration_buckets", _buckets("duration_buckets", self.duration_buckets))
+        set_(
+            self,
+            "budget_ratio_buckets",
+            _buckets("budget_ratio_buckets", self.budget_ratio_buckets),
+        )
+        limit = self.max_label_values
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValidationError(
+                f"MetricsConfig.max_label_values must be an integer >= 1; got {limit!r}",
+                field="MetricsConfig.max_label_values",
+                value=limit,
+            )
+        if not isinstance(self.exemplars, bool):
+            raise ValidationError(
+                f"MetricsConfig.exemplars must be True or False; got {self.exemplars!r}",
+                field="MetricsConfig.exemplars",
+                value=self.exemplars,
+            )
