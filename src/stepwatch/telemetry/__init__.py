@@ -12,13 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 from ._logging import add_trace_ids, make_logging_decorator
 from ._metrics import MetricsConfig, make_metrics_decorator
-from ._tracing import TracingConfig, make_tracing_decorator
+from ._tracing import TracingConfig, make_tracing_decorator, otlp_tracer_provider
 
 if TYPE_CHECKING:
     from .._protocols import ExecutorDecorator
     from .._workers import WorkerTracker
 
-__all__ = ["MetricsConfig", "TracingConfig", "add_trace_ids", "build_decorators"]
+__all__ = [
+    "MetricsConfig",
+    "TracingConfig",
+    "add_trace_ids",
+    "build_decorators",
+    "otlp_tracer_provider",
+]
 
 
 def build_decorators(
