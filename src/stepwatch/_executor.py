@@ -413,18 +413,19 @@ class FlowExecutor:
             ctx._run.outcomes[outcome.name] = outcome
             if ctx.index is not None and parent.progress is not None:
                 parent.progress.record(ctx.index, outcome)
-        for hook in self._hooks:
-            try:
-                hook.step_finished(outcome, ctx)
-            except Exception:
-                continue
+        if self._hooks:
+            self._notify(outcome, ctx)
         return outcome
 
     def _record_extra(self, ctx: StepContext, outcome: Outcome) -> None:
         """Record an outcome made by a composite for a child (unstarted, replaced)."""
         ctx._run.outcomes[outcome.name] = outcome
+        if self._hooks:
+            self._notify(outcome, ctx)
+
+    def _notify(self, outcome: Outcome, ctx: StepContext) -> None:
         for hook in self._hooks:
             try:
                 hook.step_finished(outcome, ctx)
-            except Exception:
+            except Exception:  # a hook never breaks a flow
                 continue
