@@ -1,0 +1,189 @@
+"""The Grafana dashboard validates against Grafana's published JSON schemas (vendored
+under dashboards/schema/) and follows the project's dashboard rules."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from .helpers import ROOT, SCHEMAS, load_dashboard, panels
+
+DASHBOARD = load_dashboard()
+PANELS = panels(DASHBOARD)
+PANEL_IDS = [f"{p['id']}-{p['title']}" for p in PANELS]
+
+
+@cache
+def schema(name: str) -> dict[str, Any]:
+    """A vendored schema file (dashboard, timeseries, stat, prometheus)."""
+    data: dict[str, Any] = json.loads((SCHEMAS / f"{name}.jsonschema.json").read_text())
+    return data
+
+
+def errors(schema_name: str, definition: str | None, instance: object) -> list[str]:
+    """Validation errors of ``instance`` against a schema (or one of its definitions)."""
+    root = schema(schema_name)
+    if definition is not None:
+        root = {**root, "$ref": f"#/definitions/{definition}"}
+    validator = jsonschema.Draft7Validator(root)
+    return [f"{e.json_path}: {e.message}" for e in validator.iter_errors(instance)]
+
+
+def test_dashboard_level_validates() -> None:
+    """The dashboard object (panels checked one by one below) matches the Dashboard schema."""
+    top = {**DASHBOARD, "panels": []}
+    assert errors("dashboard", None, top) == []
+
+
+def test_schema_rejects_unknown_fields() -> None:
+    """The vendored schema is strict: an unknown dashboard field fails validation."""
+    assert errors("dashboard", None, {**DASHBOARD, "panels": [], "rows": []})
+
+
+def base_threshold_as_number(panel: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``panel`` with the base threshold's ``null`` replaced by a number.
+
+    Grafana writes the base step's -Infinity as ``null``; the schema types ``value`` as a
+    number and says so ("Nulls currently appear here when serializing -Infinity to JSON").
+    Only this one documented case is translated; every other field is validated as is.
+    """
+    copy: dict[str, Any] = json.loads(json.dumps(panel))
+    steps = copy.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps")
+    if steps and steps[0].get("value", 0) is None:
+        steps[0]["value"] = -1e308
+    return copy
+
+
+@pytest.mark.parametrize("panel", DASHBOARD["panels"], ids=lambda p: f"{p['id']}-{p['type']}")
+def test_panel_validates(panel: dict[str, Any]) -> None:
+    """Each top-level panel matches Panel (or RowPanel) of the dashboard schema."""
+    definition = "RowPanel" if panel["type"] == "row" else "Panel"
+    assert errors("dashboard", definition, base_threshold_as_number(panel)) == []
+
+
+def test_only_the_base_threshold_may_be_null() -> None:
+    """A null threshold value other than the first step still fails validation."""
+    panel = base_threshold_as_number(PANELS[1])
+    panel["fieldConfig"]["defaults"]["thresholds"]["steps"].append({"color": "red", "value": None})
+    assert errors("dashboard", "Panel", base_threshold_as_number(panel))
+
+
+@pytest.mark.parametrize("panel", PANELS, ids=PANEL_IDS)
+def test_panel_plugin_options_validate(panel: dict[str, Any]) -> None:
+    """Options and custom field config match the panel plugin's schema, and every query
+    target matches the Prometheus dataquery schema."""
+    assert panel["type"] in ("timeseries", "stat"), "no vendored schema for this panel type"
+    assert errors(panel["type"], "Options", panel["options"]) == []
+    if panel["type"] == "timeseries":
+        custom = panel["fieldConfig"]["defaults"].get("custom", {})
+        assert errors("timeseries", "FieldConfig", custom) == []
+    for target in panel["targets"]:
+        assert errors("prometheus", None, target) == []
+
+
+def test_fixed_uid_and_current_schema_version() -> None:
+    """The dashboard has the fixed uid and Grafana 11.6's schemaVersion."""
+    assert DASHBOARD["uid"] == "stepwatch-overview"
+    assert (
+        DASHBOARD["schemaVersion"]
+        == schema("dashboard")["definitions"]["Dashboard"]["properties"]["schemaVersion"]["default"]
+    )
+
+
+def test_variables() -> None:
+    """A Prometheus data source variable and a job variable from the duration histogram."""
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    assert set(variables) == {"datasource", "job"}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    job = variables["job"]
+    assert job["type"] == "query"
+    assert job["query"] == "label_values(stepwatch_step_duration_seconds_count, job)"
+    assert job["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
+@pytest.mark.parametrize("panel", PANELS, ids=PANEL_IDS)
+def test_panel_has_description_unit_and_uses_variables(panel: dict[str, Any]) -> None:
+    """Every panel has a description, a unit, the datasource variable, a job filter, and
+    ``$__rate_interval`` in every rate window."""
+    assert panel["description"].strip()
+    assert panel["fieldConfig"]["defaults"]["unit"]
+    assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    for target in panel["targets"]:
+        expr = target["expr"]
+        assert target["datasource"] == panel["datasource"]
+        assert 'job=~"$job"' in expr
+        for window in re.findall(r"\[([^\]]+)\]", expr):
+            assert window == "$__rate_interval", f"fixed window [{window}] in {expr!r}"
+
+
+def test_expected_panels() -> None:
+    """The seven panels of the brief exist, latency with exemplars on for all quantiles."""
+    by_title = {p["title"]: p for p in PANELS}
+    assert set(by_title) == {
+        "Step throughput",
+        "Timeout ratio by step",
+        "Step latency p50 / p95 / p99",
+        "Budget use p95 by step",
+        "Steps in progress",
+        "Parallel children cancelled by cause",
+        "Abandoned worker threads",
+    }
+    latency = by_title["Step latency p50 / p95 / p99"]
+    quantiles = [re.search(r"histogram_quantile\(([\d.]+)", t["expr"]) for t in latency["targets"]]
+    assert [q.group(1) for q in quantiles if q] == ["0.5", "0.95", "0.99"]
+    assert all(t["exemplar"] is True for t in latency["targets"])
+    assert latency["fieldConfig"]["defaults"]["unit"] == "s"
+    ratio = by_title["Timeout ratio by step"]["targets"][0]["expr"]
+    assert "stepwatch_step_timeouts_total" in ratio
+    assert "stepwatch_step_duration_seconds_count" in ratio
+    budget = by_title["Budget use p95 by step"]["targets"][0]["expr"]
+    assert budget.startswith("histogram_quantile(0.95,")
+    assert "stepwatch_step_timeout_budget_ratio_bucket" in budget
+    assert (
+        "by (flow, step, cause)"
+        in by_title["Parallel children cancelled by cause"]["targets"][0]["expr"]
+    )
+
+
+def test_panel_ids_unique_and_grid_does_not_overlap() -> None:
+    """Panel ids are unique and no two panels share a grid cell."""
+    ids = [p["id"] for p in DASHBOARD["panels"]]
+    assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
+    for panel in DASHBOARD["panels"]:
+        g = panel["gridPos"]
+        mine = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+        assert not cells & mine, f"panel {panel['id']} overlaps another"
+        assert g["x"] + g["w"] <= 24
+        cells |= mine
+
+
+def test_provisioning_files() -> None:
+    """The Grafana provisioning files define a Prometheus data source and load the
+    dashboards folder that docker-compose mounts."""
+    prov = ROOT / "dashboards" / "provisioning"
+    datasources = yaml.safe_load((prov / "datasources" / "prometheus.yml").read_text())
+    assert datasources["apiVersion"] == 1
+    (source,) = datasources["datasources"]
+    assert source["type"] == "prometheus"
+    assert source["url"] == "http://prometheus:9090"
+    assert source["jsonData"]["exemplarTraceIdDestinations"][0]["name"] == "trace_id"
+    providers = yaml.safe_load((prov / "dashboards" / "stepwatch.yml").read_text())
+    (provider,) = providers["providers"]
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards/stepwatch"
+    compose = yaml.safe_load((ROOT / "examples" / "service" / "docker-compose.yml").read_text())
+    volumes = compose["services"]["grafana"]["volumes"]
+    assert (
+        "../../dashboards/stepwatch.json:/var/lib/grafana/dashboards/stepwatch/stepwatch.json:ro"
+        in volumes
+    )
+    assert "../../dashboards/provisioning:/etc/grafana/provisioning:ro" in volumes

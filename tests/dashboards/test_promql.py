@@ -1,0 +1,153 @@
+"""Every PromQL expression in the dashboard and the alert rules uses only metrics the
+library exports, only its labels, and parses (``promtool check rules``)."""
+
+from __future__ import annotations
+
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import anyio
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from stepwatch import Flow, FlowExecutor, Parallel, Request
+
+from .helpers import (
+    CONTRACT,
+    LABELS,
+    binary,
+    dashboard_exprs,
+    grouping_labels,
+    metric_names,
+    recorded_names,
+    replace_macros,
+    rule_exprs,
+    sample_names,
+    variable_metrics,
+)
+
+ALL_EXPRS = dashboard_exprs() + variable_metrics() + rule_exprs()
+
+
+@cache
+def library_families() -> dict[str, str]:
+    """{family: type} of the stepwatch metrics the real library registers on a fresh
+    registry after one flow run; empty while the metrics decorator is still a stub."""
+
+    async def slow(params: object) -> None:
+        await anyio.sleep(1)
+
+    async def fast(params: object) -> int:
+        return 1
+
+    registry = CollectorRegistry()
+    executor = FlowExecutor(handlers={"slow": slow, "fast": fast}, registry=registry)
+    flow = Flow(
+        "names",
+        [
+            Parallel(
+                "p",
+                [Request("a", "fast"), Request("b", "slow")],
+                timeout=0.05,
+                on_timeout="partial",
+            )
+        ],
+    )
+    anyio.run(executor.run, flow)
+    return {
+        family.name: family.type
+        for family in registry.collect()
+        if family.name.startswith("stepwatch_")
+    }
+
+
+@cache
+def exported_names() -> frozenset[str]:
+    """Series names the library exports: asked from the real library, or — only while
+    its metrics decorator is a stub — taken from the DESIGN.md §5 contract (marked)."""
+    families = library_families() or CONTRACT  # FALLBACK: contract list (stub decorator)
+    return frozenset(sample_names(families))
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        pytest.param("up", {"up"}, id="bare"),
+        pytest.param(
+            'sum by (flow, step) (rate(a_total{job=~"$job", x="b_total"}[5m])) / on (flow) '
+            "group_left (step) b_count offset 5m",
+            {"a_total", "b_count"},
+            id="grouping-strings-offset",
+        ),
+        pytest.param(
+            "histogram_quantile(0.95, sum without (instance) (rate(h_bucket[1m]))) > 1e-3",
+            {"h_bucket"},
+            id="quantile-number",
+        ),
+        pytest.param(
+            "rec:ratio:rate5m > (14.4 * 0.01) and rec:ratio:rate1h > 0.1",
+            {"rec:ratio:rate5m", "rec:ratio:rate1h"},
+            id="recorded-and",
+        ),
+    ],
+)
+def test_metric_name_extraction(expr: str, expected: set[str]) -> None:
+    """The PromQL name extractor finds exactly the selected metrics, nothing else."""
+    assert metric_names(expr) == expected
+
+
+def test_library_exports_the_contract() -> None:
+    """The real library registers exactly the six metric families of DESIGN.md §5."""
+    families = library_families()
+    if not families:
+        pytest.skip("metrics decorator is still a stub: no stepwatch metrics registered")
+    assert families == CONTRACT
+
+
+@pytest.mark.parametrize(("where", "expr"), ALL_EXPRS, ids=[w for w, _ in ALL_EXPRS])
+def test_expression_uses_exported_metrics(where: str, expr: str) -> None:
+    """Every metric an expression selects is exported by the library (or recorded by our
+    own recording rules), with histogram/counter suffixes understood."""
+    names = metric_names(expr)
+    assert names, f"{where}: no metric found in {expr!r}"
+    unknown = names - exported_names() - recorded_names()
+    assert not unknown, f"{where}: {sorted(unknown)} not exported by stepwatch"
+
+
+@pytest.mark.parametrize(("where", "expr"), ALL_EXPRS, ids=[w for w, _ in ALL_EXPRS])
+def test_expression_groups_by_known_labels(where: str, expr: str) -> None:
+    """Every label an expression groups or matches by is one the metrics carry."""
+    assert grouping_labels(expr) <= LABELS, f"{where}: unknown labels"
+
+
+def test_dashboard_shows_every_metric() -> None:
+    """Each of the six metric families appears in at least one dashboard query."""
+    used = set().union(*(metric_names(expr) for _, expr in dashboard_exprs()))
+    for family, kind in CONTRACT.items():
+        assert used & sample_names({family: kind}), f"{family} is on no dashboard panel"
+
+
+@pytest.mark.prometheus
+def test_every_expression_parses(tmp_path: Path) -> None:
+    """promtool accepts every dashboard expression (Grafana macros replaced) as a rule."""
+    promtool = binary("promtool")
+    exprs = [replace_macros(expr) for _, expr in dashboard_exprs() + variable_metrics()]
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard-syntax-check",
+                "rules": [
+                    {"record": f"check:expr_{i}", "expr": expr} for i, expr in enumerate(exprs)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "dashboard-exprs.yml"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    run = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in run.stdout
