@@ -1,6 +1,6 @@
 """Prometheus metrics: an executor decorator recording DESIGN.md §5 "Metrics".
 
-Every metric, label, label value and bucket is documented in ``docs/_telemetry_metrics.md``.
+Every metric, label, label value and bucket is documented in ``docs/telemetry.md``.
 The metrics are registered when the first :class:`~stepwatch.FlowExecutor` with metrics
 on is created for a registry (never at import); every later executor on that registry
 shares them. Nothing here ever raises into a flow: every prometheus-client call is

@@ -7,7 +7,7 @@ the step; context tokens are detached in that same task, so cancellation never p
 here; :func:`otlp_tracer_provider` imports the SDK and the OTLP exporter lazily.
 
 Span names, attributes, events and status rules are documented in
-``docs/_telemetry_traces.md``.
+``docs/telemetry.md``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ __all__ = [
 TRACER_NAME: Final = "stepwatch"
 """The one instrumentation-scope name every stepwatch span is created under."""
 
-# attribute keys (documented in docs/_telemetry_traces.md)
+# attribute keys (documented in docs/telemetry.md)
 FLOW_NAME: Final = "stepwatch.flow.name"
 RUN_ID: Final = "stepwatch.run.id"
 STEP_NAME: Final = "stepwatch.step.name"
