@@ -11,6 +11,7 @@ from ._errors import (
 )
 from ._executor import FlowExecutor
 from ._outcome import CancelCause, Outcome, Status
+from ._process import in_worker_process
 from ._protocols import ExecutorDecorator, StepExecutor, StepHook
 from ._result import RunResult
 from ._retry import Retry
@@ -60,6 +61,7 @@ __all__ = [
     "WorkerEvent",
     "WorkerListener",
     "WorkerTracker",
+    "in_worker_process",
 ]
 
 

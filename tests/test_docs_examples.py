@@ -1,0 +1,46 @@
+"""Examples in the README and in docstrings run and print what they claim."""
+
+from __future__ import annotations
+
+import doctest
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import stepwatch._timeouts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_usage_example_runs() -> None:
+    """The README's usage example runs and reports the slow child as pending."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Usage\n\n```python\n(.*?)```", readme, re.S)
+    assert block is not None
+    proc = subprocess.run(
+        [sys.executable, "-c", block.group(1)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # structlog's unconfigured default prints the library's warning events to stdout too
+    out = [line for line in proc.stdout.splitlines() if "[warning" not in line]
+    assert out[0].startswith("parallel step 'enrich' timed out after 0.2")
+    assert "still pending: recommendations" in out[0]
+    assert out[1] == (
+        "{'inventory': {'sku': 'A-1', 'stock': 12}, 'pricing': {'sku': 'A-1', 'price': 19.9}}"
+    )
+    assert out[2] == "('recommendations',)"
+    assert out[3] == "deadline"
+
+
+@pytest.mark.parametrize("module", [stepwatch._timeouts], ids=lambda m: m.__name__)
+def test_docstring_examples(module: object) -> None:
+    """Docstring examples (doctests) in the library hold."""
+    failures, tried = doctest.testmod(module, raise_on_error=False)  # type: ignore[arg-type]
+    assert tried > 0
+    assert failures == 0
