@@ -81,6 +81,7 @@ def _restart(ctx: StepContext) -> None:
     ctx.progress = None
     ctx.status = None
     ctx.error = None
+    ctx.cancel_reason = None
     parent_deadline = ctx.parent.deadline if ctx.parent is not None else math.inf
     own = now + ctx.timeout if ctx.timeout is not None else math.inf
     ctx.own_deadline = own

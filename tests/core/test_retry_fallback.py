@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from stepwatch import (
+    CancelCause,
     Flow,
     FlowExecutor,
     Parallel,
@@ -134,3 +135,32 @@ class TestFallback:
         flow = Flow("f", Request("r", "h", fallback="x"))
         with pytest.raises(StepFailedError):
             await FlowExecutor(handlers={"h": Flaky(1, ValueError("no"))}).run(flow)
+
+
+class TestRetriedComposite:
+    async def test_retried_parallel_starts_clean(self) -> None:
+        """A retried parallel step's next attempt does not inherit the last one's cancel cause."""
+        calls = {"n": 0}
+
+        async def flaky_then_slow(params: object) -> None:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise ConnectionError("first attempt fails fast")
+            await anyio.sleep(10)
+
+        async def slow(params: object) -> None:
+            await anyio.sleep(10)
+
+        ex = FlowExecutor(handlers={"flaky": flaky_then_slow, "slow": slow})
+        group = Parallel(
+            "g",
+            [Request("a", "flaky"), Request("b", "slow")],
+            timeout=0.1,
+            retry=Retry(attempts=2, initial=0.01, retry_on=lambda e: True),
+        )
+        with pytest.raises(StepTimeoutError) as info:
+            await ex.run(Flow("f", Parallel("outer", [group], timeout=5)))
+        assert info.value.step_name == "g"
+        outcomes = info.value.outcomes
+        assert outcomes["b"].cause is CancelCause.DEADLINE
+        assert outcomes["a"].cause is CancelCause.DEADLINE
