@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ class StepSeries:
     __slots__ = (
         "_cancelled",
         "_durations",
+        "_exemplar_due",
         "_set",
         "_timeouts",
         "budget",
@@ -32,6 +34,7 @@ class StepSeries:
         self.step_type = step_type
         self.in_progress = metric_set.in_progress.labels(flow, step_type)
         self._durations: dict[str, Any] = {}
+        self._exemplar_due: dict[str, list[float]] = {}
         self._cancelled: dict[str, Any] = {}
         self._timeouts: Any = None
         self.budget: Any = None
@@ -43,6 +46,18 @@ class StepSeries:
             child = self._set.duration.labels(self.flow, self.step, self.step_type, outcome)
             self._durations[outcome] = child
         return child
+
+    def exemplar_due(self, outcome: str, value: float, now: float, interval: float) -> bool:
+        """Whether this observation's bucket may take a new exemplar now (then reserve it)."""
+        buckets = self._set.config.duration_buckets
+        due = self._exemplar_due.get(outcome)
+        if due is None:
+            due = self._exemplar_due[outcome] = [0.0] * (len(buckets) + 1)
+        index = bisect_left(buckets, value)
+        if now < due[index]:
+            return False
+        due[index] = now + interval
+        return True
 
     def budgeted(self) -> None:
         """Create the timeouts counter (at 0) and the budget-ratio histogram of this step."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -68,12 +69,15 @@ def _exemplar() -> dict[str, str] | None:
 class _MetricsExecutor:
     """Wraps one executor chain; records one execution of each step (not ``flow`` roots)."""
 
-    __slots__ = ("exemplars", "inner", "metrics")
+    __slots__ = ("exemplar_interval", "exemplars", "inner", "metrics")
 
-    def __init__(self, inner: StepExecutor, metrics: MetricSet, exemplars: bool) -> None:
+    def __init__(
+        self, inner: StepExecutor, metrics: MetricSet, exemplars: bool, interval: float
+    ) -> None:
         self.inner = inner
         self.metrics = metrics
         self.exemplars = exemplars
+        self.exemplar_interval = interval
 
     def can_execute(self, step: Step) -> bool:
         return self.inner.can_execute(step)
@@ -107,8 +111,13 @@ class _MetricsExecutor:
         try:
             outcome, _ = classify(ctx, exc)
             end = current_time()
-            exemplar = _exemplar() if self.exemplars else None
-            series.duration(outcome).observe(end - ctx.started, exemplar)
+            elapsed = end - ctx.started
+            exemplar = None
+            if self.exemplars and series.exemplar_due(
+                outcome, elapsed, time.monotonic(), self.exemplar_interval
+            ):
+                exemplar = _exemplar()
+            series.duration(outcome).observe(elapsed, exemplar)
             timeout = ctx.timeout
             if timeout is not None and timeout > 0 and not math.isinf(timeout):
                 series.budgeted()
@@ -190,6 +199,6 @@ def make_metrics_decorator(
     def decorate(executor: StepExecutor) -> StepExecutor:
         if metrics is None:
             return executor
-        return _MetricsExecutor(executor, metrics, exemplars)
+        return _MetricsExecutor(executor, metrics, exemplars, config.exemplar_interval)
 
     return decorate

@@ -77,6 +77,10 @@ class MetricsConfig:
             names (``flow``, ``step``, user step types); later new ones become ``_other``.
         exemplars: attach ``trace_id``/``span_id`` exemplars to duration observations when
             a span is recording (never in multiprocess mode).
+        exemplar_interval: at most one exemplar per (step series, outcome, bucket) every
+            this many seconds (``0`` = on every observation). prometheus-client keeps only
+            the last exemplar of each bucket, so more would be overwritten before a scrape;
+            every bucket (the slow ones included) still gets a fresh exemplar each interval.
 
     The first configuration used with a registry fixes its buckets and label limit; an
     executor with a different one on the same registry shares the existing metrics (a
@@ -91,6 +95,7 @@ class MetricsConfig:
     budget_ratio_buckets: Sequence[float] = DEFAULT_BUDGET_RATIO_BUCKETS
     max_label_values: int = 1000
     exemplars: bool = True
+    exemplar_interval: float = 1.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -106,6 +111,18 @@ class MetricsConfig:
                 f"MetricsConfig.max_label_values must be an integer >= 1; got {limit!r}",
                 field="MetricsConfig.max_label_values",
                 value=limit,
+            )
+        interval = self.exemplar_interval
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not 0 <= interval < float("inf")
+        ):
+            raise ValidationError(
+                f"MetricsConfig.exemplar_interval must be a finite number of seconds >= 0; "
+                f"got {interval!r}",
+                field="MetricsConfig.exemplar_interval",
+                value=interval,
             )
         if not isinstance(self.exemplars, bool):
             raise ValidationError(

@@ -203,6 +203,18 @@ class _Tracing:
         parent_step = parent.step if parent is not None else None
         parallel_child = isinstance(parent_step, Parallel)
         name, attributes = self.static(step, ctx, parallel_child)
+        # dynamic attributes go into start_span too: one attribute pass instead of a locked
+        # set_attribute() call each
+        extra: dict[str, AttributeValue] = {}
+        if parent_step is None:
+            extra[RUN_ID] = ctx.run_id
+        if isinstance(parent_step, Loop) and ctx.iteration is not None:
+            extra[LOOP_ITERATION] = ctx.iteration
+        if ctx.deadline != math.inf and not (ctx.scoped and ctx.deadline == ctx.own_deadline):
+            # only when it differs from stepwatch.step.timeout (the own budget)
+            extra[EFFECTIVE_TIMEOUT] = max(0.0, ctx.deadline - ctx.started)
+        if extra:
+            attributes = {**attributes, **extra}
         if isinstance(parent_step, Parallel) and self.detached(parent_step) == "detached":
             assert parent is not None
             parallel_span = self.live.get(id(parent))
@@ -217,13 +229,6 @@ class _Tracing:
         else:
             span = self.tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
         try:
-            if span.is_recording():
-                if parent_step is None:
-                    span.set_attribute(RUN_ID, ctx.run_id)
-                if isinstance(parent_step, Loop) and ctx.iteration is not None:
-                    span.set_attribute(LOOP_ITERATION, ctx.iteration)
-                if ctx.deadline != math.inf:
-                    span.set_attribute(EFFECTIVE_TIMEOUT, max(0.0, ctx.deadline - ctx.started))
             token = otel_context.attach(trace.set_span_in_context(span))
         except BaseException:
             with contextlib.suppress(Exception):
