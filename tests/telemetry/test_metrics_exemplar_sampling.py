@@ -56,5 +56,5 @@ async def test_interval_zero_attaches_an_exemplar_to_every_observation() -> None
 @pytest.mark.parametrize("value", [-1, float("inf"), True, "1s"])
 def test_interval_validation(value: object) -> None:
     """A bad exemplar_interval names the field and the value."""
-    with pytest.raises(ValidationError, match="MetricsConfig.exemplar_interval"):
+    with pytest.raises(ValidationError, match=r"MetricsConfig\.exemplar_interval"):
         MetricsConfig(exemplar_interval=value)  # type: ignore[arg-type]
