@@ -31,9 +31,9 @@ class Invoker:
 
     __slots__ = ("fn", "is_async")
 
-    def __init__(self, fn: Callable[[Any], Any]) -> None:
+    def __init__(self, fn: Callable[[Any], Any], is_async: bool | None = None) -> None:
         self.fn = fn
-        self.is_async = _is_async(fn)
+        self.is_async = _is_async(fn) if is_async is None else is_async
 
 
 def _is_async(fn: object) -> bool:
@@ -45,17 +45,20 @@ def _is_async(fn: object) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
-_cache: weakref.WeakKeyDictionary[Any, Invoker] = weakref.WeakKeyDictionary()
+# fn -> is_async. The value must not reference fn: a WeakKeyDictionary entry whose value
+# holds its key strongly is never released (that kept every handler, closure and bound
+# method's object alive for the life of the process).
+_cache: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 def invoker_for(fn: Callable[[Any], Any]) -> Invoker:
-    """Return the cached :class:`Invoker` for ``fn`` (built on first use)."""
+    """Return an :class:`Invoker` for ``fn``, its sync/async nature cached per callable."""
     try:
-        return _cache[fn]
+        return Invoker(fn, _cache[fn])
     except (KeyError, TypeError):
         invoker = Invoker(fn)
         with contextlib.suppress(TypeError):  # not weak-referenceable: decided per use
-            _cache[fn] = invoker
+            _cache[fn] = invoker.is_async
         return invoker
 
 

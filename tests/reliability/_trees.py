@@ -1,0 +1,196 @@
+"""Random flow trees for the property tests, and the probes that watch a run.
+
+A tree is drawn as nested specs (plain tuples) by a Hypothesis strategy, then built into
+stepwatch steps with unique names. Leaves are ``Delay`` steps and ``Request`` steps whose
+handler sleeps, optionally fails, and counts itself alive while it runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from hypothesis import strategies as st
+
+from stepwatch import (
+    NO_FALLBACK,
+    Branch,
+    Delay,
+    Loop,
+    Outcome,
+    Parallel,
+    Request,
+    Retry,
+    Sequence,
+    Step,
+    StepContext,
+    StepExecutor,
+)
+
+DURATIONS = (0.0, 0.01, 0.03, 0.05, 0.1, 0.4, 2.0)
+TIMEOUTS = (None, None, None, 0.02, 0.06, 0.15, 0.5, 3.0, math.inf)
+# how a request fails: not, always (not retryable), always (retryable), first attempt only
+FAILURES = (None, None, "always", "retryable", "first")
+
+Spec = tuple[Any, ...]
+
+
+@st.composite
+def specs(draw: st.DrawFn, depth: int = 0) -> Spec:
+    """One random node: a leaf, or a composite with random children and settings."""
+    kinds = ["request", "delay"]
+    if depth < 3:
+        kinds += ["sequence", "parallel", "parallel", "branch", "loop"]
+    kind = draw(st.sampled_from(kinds))
+    timeout = draw(st.sampled_from(TIMEOUTS))
+    if kind == "request":
+        return (
+            "request",
+            timeout,
+            draw(st.sampled_from(DURATIONS)),
+            draw(st.sampled_from(FAILURES)),
+            draw(st.sampled_from((None, None, 2, 3))),  # retry attempts
+            draw(st.booleans()),  # has a fallback
+        )
+    if kind == "delay":
+        return ("delay", timeout, draw(st.sampled_from(DURATIONS)))
+    if kind == "branch":
+        then = draw(specs(depth + 1))
+        otherwise = draw(st.none() | specs(depth + 1))
+        return ("branch", timeout, draw(st.booleans()), then, otherwise)
+    if kind == "loop":
+        return ("loop", timeout, draw(st.integers(1, 3)), draw(specs(depth + 1)))
+    children = draw(st.lists(specs(depth + 1), min_size=1, max_size=4))
+    if kind == "sequence":
+        return ("sequence", timeout, children)
+    n = len(children)
+    return (
+        "parallel",
+        timeout,
+        children,
+        draw(st.sampled_from(["raise", "partial"])),
+        draw(st.booleans()),  # fail_fast
+        draw(st.none() | st.integers(1, n)),  # max_concurrency
+        draw(st.none() | st.integers(1, n)),  # min_successes
+    )
+
+
+flow_timeouts = st.sampled_from((None, None, 0.08, 0.3, 1.0, 5.0))
+
+
+class Builder:
+    """Builds steps from specs, naming them s0, s1, ... (unique within the flow)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def name(self) -> str:
+        self.count += 1
+        return f"s{self.count}"
+
+    def build(self, spec: Spec) -> Step:
+        kind, timeout = spec[0], spec[1]
+        name = self.name()
+        if kind == "request":
+            sleep, fail, attempts, fallback = spec[2:6]
+            return Request(
+                name,
+                "work",
+                lambda ctx: {"sleep": sleep, "fail": fail, "attempt": ctx.attempt},
+                timeout=timeout,
+                retry=None if attempts is None else Retry(attempts, initial=0.01, jitter=False),
+                fallback="fallback" if fallback else NO_FALLBACK,
+            )
+        if kind == "delay":
+            return Delay(name, spec[2], timeout=timeout)
+        if kind == "branch":
+            flag = spec[2]
+            then = self.build(spec[3])
+            otherwise = None if spec[4] is None else self.build(spec[4])
+            return Branch(name, lambda ctx: flag, then, otherwise, timeout=timeout)
+        if kind == "loop":
+            return Loop(name, self.build(spec[3]), times=spec[2], timeout=timeout)
+        children = [self.build(child) for child in spec[2]]
+        if kind == "sequence":
+            return Sequence(name, children, timeout=timeout)
+        return Parallel(
+            name,
+            children,
+            timeout=timeout,
+            on_timeout=spec[3],
+            fail_fast=spec[4],
+            max_concurrency=spec[5],
+            min_successes=spec[6],
+        )
+
+
+@dataclass
+class Probe:
+    """Watches a run: live handler tasks, every execution started, every outcome recorded.
+
+    ``started`` holds each execution's context (from an executor decorator, so it sees
+    exactly the executions the telemetry decorators see); ``records`` every
+    ``step_finished`` call as (time, outcome, ctx, deadline of ctx at that time).
+    """
+
+    live: int = 0
+    max_live: int = 0
+    started: list[StepContext] = field(default_factory=list)
+    records: list[tuple[float, Outcome, StepContext]] = field(default_factory=list)
+
+    async def work(self, params: dict[str, Any]) -> str:
+        self.live += 1
+        self.max_live = max(self.max_live, self.live)
+        try:
+            await anyio.sleep(params["sleep"])
+            fail = params["fail"]
+            if fail == "always":
+                raise RuntimeError("injected failure")
+            if fail == "retryable" or (fail == "first" and params["attempt"] == 1):
+                raise ConnectionError("injected retryable failure")
+            return "ok"
+        finally:
+            self.live -= 1
+
+    def step_finished(self, outcome: Outcome, ctx: StepContext, /) -> None:
+        self.records.append((anyio.current_time(), outcome, ctx))
+
+    def decorator(self, inner: StepExecutor) -> StepExecutor:
+        probe = self
+
+        class Counting:
+            def can_execute(self, step: Step) -> bool:
+                return inner.can_execute(step)
+
+            async def execute(self, step: Step, ctx: StepContext) -> Any:
+                probe.started.append(ctx)
+                return await inner.execute(step, ctx)
+
+        return Counting()
+
+    # -- derived --------------------------------------------------------------------------
+    def own_records(self) -> list[tuple[float, Outcome, StepContext]]:
+        """Records of started executions (the hook got the execution's own context)."""
+        return [r for r in self.records if r[2].step is not None and r[2].step.name == r[1].name]
+
+    def started_counts(self) -> Counter[str]:
+        return Counter(ctx.step.name for ctx in self.started if ctx.step is not None)
+
+
+def ancestors(ctx: StepContext) -> list[StepContext]:
+    """The contexts enclosing ``ctx`` (nearest first), excluding the caller's root."""
+    out = []
+    parent = ctx.parent
+    while parent is not None and parent.step is not None:
+        out.append(parent)
+        parent = parent.parent
+    return out
+
+
+def steps_under(step: Step, pred: Callable[[Step], bool]) -> bool:
+    """True if ``step`` or a descendant satisfies ``pred``."""
+    return pred(step) or any(steps_under(c, pred) for c in step.children())
