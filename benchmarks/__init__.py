@@ -1,0 +1,1 @@
+"""stepwatch benchmarks: ratios against bare anyio and asyncio (see README.md)."""

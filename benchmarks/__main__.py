@@ -1,0 +1,5 @@
+"""``python -m benchmarks [--quick]``."""
+
+from .run import main
+
+main()
