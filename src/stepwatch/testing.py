@@ -63,6 +63,10 @@ class OutcomeRecorder:
                 return outcome
         raise KeyError(f"no outcome recorded for step {name!r}")
 
+    def by_name(self) -> dict[str, Outcome]:
+        """The last outcome of each step, by name."""
+        return {o.name: o for o in self.outcomes}
+
     def with_status(self, status: Status) -> list[str]:
         """Names of the steps that ended with ``status``, in the order recorded."""
         return [o.name for o in self.outcomes if o.status is status]

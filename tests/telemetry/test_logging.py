@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import anyio
@@ -25,6 +25,7 @@ from stepwatch import (
     StepTimeoutError,
 )
 from stepwatch.telemetry import _logging, add_trace_ids
+from stepwatch.testing import sleeping as sleeper
 
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
@@ -34,14 +35,6 @@ END_KEYS = BASE_KEYS | {"elapsed", "outcome", "cause", "attempts"}
 
 class Boom(Exception):
     """A backend error."""
-
-
-def sleeper(seconds: float, value: Any) -> Callable[[Any], Awaitable[Any]]:
-    async def handler(params: Any) -> Any:
-        await anyio.sleep(seconds)
-        return value
-
-    return handler
 
 
 async def boom(params: Any) -> Any:

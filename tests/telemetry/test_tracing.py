@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,6 +37,7 @@ from stepwatch import (
     ValidationError,
 )
 from stepwatch.telemetry import TracingConfig
+from stepwatch.testing import sleeping as sleeper
 
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
@@ -46,14 +47,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
 class Boom(Exception):
     """A backend error raised by the test handlers."""
-
-
-def sleeper(seconds: float, value: Any) -> Callable[[Any], Awaitable[Any]]:
-    async def handler(params: Any) -> Any:
-        await anyio.sleep(seconds)
-        return value
-
-    return handler
 
 
 async def boom(params: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -33,16 +33,9 @@ from stepwatch import (
     Sequence as Seq,
 )
 from stepwatch.telemetry import TracingConfig
+from stepwatch.testing import sleeping as sleeper
 
 pytestmark = pytest.mark.anyio
-
-
-def sleeper(seconds: float, value: Any) -> Callable[[Any], Awaitable[Any]]:
-    async def handler(params: Any) -> Any:
-        await anyio.sleep(seconds)
-        return value
-
-    return handler
 
 
 async def boom(params: Any) -> Any:
