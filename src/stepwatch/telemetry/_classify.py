@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio import current_time
 
-from .._errors import StepwatchError
+from .._errors import StepFailedError, StepwatchError
 from .._outcome import CancelCause, Status
 
 if TYPE_CHECKING:
     from .._context import StepContext
+    from .._steps import Step
 
-__all__ = ["SUCCESS", "classify", "error_type", "raised_here"]
+__all__ = ["SUCCESS", "arose_here", "classify", "error_type", "raised_here"]
 
 SUCCESS = "success"
 FAILURE = "failure"
@@ -65,4 +66,18 @@ def raised_here(ctx: StepContext, exc: BaseException) -> bool:
     if isinstance(exc, StepwatchError) and exc.step_name is not None:
         step = ctx.step
         return step is not None and exc.step_name == step.name
+    return True
+
+
+def arose_here(step: Step, ctx: StepContext, exc: BaseException) -> bool:
+    """True when ``exc`` arose in this step: not a child's error passing through, and
+    not a composite's summary of its children's errors (those are recorded where they
+    arose; the summary is in the status description). Record/log an exception only then."""
+    if not raised_here(ctx, exc):
+        return False
+    if isinstance(exc, StepFailedError) and exc.errors:
+        return not all(
+            isinstance(e, StepwatchError) and e.step_name is not None and e.step_name != step.name
+            for e in exc.errors
+        )
     return True

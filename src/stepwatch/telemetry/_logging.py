@@ -28,8 +28,7 @@ import structlog
 from anyio import current_time
 from opentelemetry import trace
 
-from ._classify import FAILURE, SUCCESS, TIMEOUT, classify, error_type
-from ._tracing import arose_here
+from ._classify import FAILURE, SUCCESS, TIMEOUT, arose_here, classify, error_type
 
 if TYPE_CHECKING:
     from .._context import StepContext

@@ -24,9 +24,17 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from .._errors import StepFailedError, StepwatchError, ValidationError
+from .._errors import ValidationError
 from .._steps import Flow, Loop, Parallel
-from ._classify import CANCELLATION, FAILURE, SUCCESS, TIMEOUT, classify, error_type, raised_here
+from ._classify import (
+    CANCELLATION,
+    FAILURE,
+    SUCCESS,
+    TIMEOUT,
+    arose_here,
+    classify,
+    error_type,
+)
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -42,7 +50,6 @@ if TYPE_CHECKING:
 __all__ = [
     "TRACER_NAME",
     "TracingConfig",
-    "arose_here",
     "make_tracing_decorator",
     "otlp_tracer_provider",
 ]
@@ -306,20 +313,6 @@ class _Tracing:
             attributes[PENDING] = list(pending[: self.config.max_pending_names])
             attributes[PENDING_COUNT] = len(pending)
         span.add_event(EVENT_TIMEOUT, attributes)
-
-
-def arose_here(step: Step, ctx: StepContext, exc: BaseException) -> bool:
-    """True when ``exc`` arose in this step: not a child's error passing through, and
-    not a composite's summary of its children's errors (those are recorded on the
-    children's spans; the summary is in the status description)."""
-    if not raised_here(ctx, exc):
-        return False
-    if isinstance(exc, StepFailedError) and exc.errors:
-        return not all(
-            isinstance(e, StepwatchError) and e.step_name is not None and e.step_name != step.name
-            for e in exc.errors
-        )
-    return True
 
 
 def _count_children(span: Span, outcomes: Sequence[Any]) -> None:
