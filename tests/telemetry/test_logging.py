@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
-import anyio
 import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
@@ -27,19 +26,12 @@ from stepwatch import (
 from stepwatch.telemetry import _logging, add_trace_ids
 from stepwatch.testing import sleeping as sleeper
 
+from .handlers import Boom, boom
+
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
 BASE_KEYS = {"event", "log_level", "flow", "run_id", "step", "step_type", "timeout"}
 END_KEYS = BASE_KEYS | {"elapsed", "outcome", "cause", "attempts"}
-
-
-class Boom(Exception):
-    """A backend error."""
-
-
-async def boom(params: Any) -> Any:
-    await anyio.sleep(0.02)
-    raise Boom("backend exploded")
 
 
 HANDLERS: dict[str, Callable[[Any], Any]] = {

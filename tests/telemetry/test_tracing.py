@@ -39,19 +39,12 @@ from stepwatch import (
 from stepwatch.telemetry import TracingConfig
 from stepwatch.testing import sleeping as sleeper
 
+from .handlers import Boom, boom
+
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-class Boom(Exception):
-    """A backend error raised by the test handlers."""
-
-
-async def boom(params: Any) -> Any:
-    await anyio.sleep(0.02)
-    raise Boom("backend exploded")
 
 
 HANDLERS: dict[str, Callable[[Any], Any]] = {
