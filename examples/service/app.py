@@ -3,7 +3,8 @@
 Every ``GET /checkout?sku=A-1&slow=0.3`` runs the flow ``checkout``::
 
     parse (transform) → enrich (parallel, 250 ms group deadline, on_timeout="partial")
-                           ├─ inventory        async, fast, own timeout 100 ms
+                           ├─ inventory        async, fast, own timeout 100 ms (now
+                           │                   and then it blocks the loop: an overrun)
                            ├─ pricing          async, own timeout 100 ms, fallback price
                            ├─ reviews          async, no own timeout: the group deadline cuts it
                            └─ recommendations  sync (blocking, runs in a worker thread)
@@ -74,8 +75,12 @@ def _slow(params: dict[str, Any]) -> bool:
 
 
 async def inventory(params: dict[str, Any]) -> dict[str, Any]:
-    """Fast backend: always answers well within its 100 ms."""
+    """Fast backend, well within its 100 ms, except that now and then (a quarter of the
+    ``slow`` share) it rebuilds a cache with blocking code inside ``async def``: it holds
+    the event loop past its deadline, and stepwatch names it (overrun), never a success."""
     await anyio.sleep(random.uniform(0.005, 0.02))
+    if random.random() < float(params.get("slow", 0.0)) / 4:
+        time.sleep(0.12)  # the misbehaviour being shown: blocks every request meanwhile
     return {"sku": params["sku"], "in_stock": random.randint(0, 20)}
 
 
@@ -131,7 +136,13 @@ def build_flow() -> Flow:
             Parallel(
                 "enrich",
                 [
-                    Request("inventory", "inventory", _backend_params, timeout=CHILD_TIMEOUT),
+                    Request(
+                        "inventory",
+                        "inventory",
+                        _backend_params,
+                        timeout=CHILD_TIMEOUT,
+                        fallback={"in_stock": None},
+                    ),
                     Request(
                         "pricing",
                         "pricing",

@@ -8,6 +8,7 @@ from ._errors import (
     StepTimeoutError,
     StepwatchError,
     ValidationError,
+    WorkersExhaustedError,
 )
 from ._executor import FlowExecutor
 from ._outcome import CancelCause, Outcome, Status
@@ -16,6 +17,7 @@ from ._protocols import ExecutorDecorator, StepExecutor, StepHook
 from ._result import RunResult
 from ._retry import Retry
 from ._steps import (
+    MAX_DEPTH,
     NO_FALLBACK,
     Branch,
     Delay,
@@ -31,6 +33,7 @@ from ._timeouts import TimeoutOptions
 from ._workers import WorkerEvent, WorkerListener, WorkerTracker
 
 __all__ = [
+    "MAX_DEPTH",
     "NO_FALLBACK",
     "Branch",
     "CancelCause",
@@ -61,6 +64,7 @@ __all__ = [
     "WorkerEvent",
     "WorkerListener",
     "WorkerTracker",
+    "WorkersExhaustedError",
     "in_worker_process",
 ]
 

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from anyio import current_time
+from anyio import CancelScope, current_time
 
 from ._outcome import CancelCause, Outcome, Status
 from ._workers import invoker_for
@@ -26,10 +26,12 @@ class RunState:
         "flow",
         "input",
         "outcomes",
+        "overruns",
         "plan",
         "run_id",
         "started",
         "values",
+        "yielded_at",
     )
 
     def __init__(
@@ -43,6 +45,11 @@ class RunState:
         self.values: dict[str, Any] = {}
         self.outcomes: dict[str, Outcome] = {}
         self.started = current_time()
+        # when a step boundary last yielded to the event loop; -inf makes the first
+        # boundary of every run a full checkpoint (cancel point and schedule point)
+        self.yielded_at = -math.inf
+        # contexts of steps that ended after the deadline governing them (rare)
+        self.overruns: list[StepContext] = []
 
 
 class ChildProgress:
@@ -114,9 +121,12 @@ class StepContext:
         "error",
         "index",
         "iteration",
+        "late",
+        "overrun",
         "own_deadline",
         "parent",
         "progress",
+        "scope",
         "scoped",
         "started",
         "status",
@@ -154,6 +164,13 @@ class StepContext:
         # set by the deadline guard when it returns a non-plain value
         self.status: Status | None = None
         self.error: BaseException | None = None
+        # the cancel scope of the current attempt, when this step owns its deadline
+        self.scope: CancelScope | None = None
+        # seconds this step ran past the deadline governing it (it returned or raised
+        # instead of being stopped: it blocked the event loop or ignored cancellation)
+        self.overrun: float | None = None
+        # what such a step produced after its deadline (value, or the exception)
+        self.late: Any = None
         # free slot for telemetry decorators (e.g. the current span); never read by the core
         self.telemetry: Any = None
         self.detached = False

@@ -10,8 +10,12 @@
     │                                  is __cause__; for a parallel step with SEVERAL failed
     │                                  children __cause__ is an ExceptionGroup of every child
     │                                  error (a single failed child's error passes unchanged)
+    ├── WorkersExhaustedError          every worker thread is held by a call abandoned at its
+    │                                  deadline: a sync handler cannot start (code
+    │                                  WORKERS_EXHAUSTED, retryable)
     ├── StepTimeoutError(TimeoutError) a step's own deadline expired (code TIMEOUT); carries
-    │                                  partial / pending / outcomes for composite steps
+    │                                  partial / pending / outcomes for composite steps, and
+    │                                  .overrun when the step ended late instead of stopping
     └── FlowTimeoutError(TimeoutError) the whole-flow deadline expired (code TIMEOUT)
 
 Cancellation that comes from outside the run (the caller's cancel scope, shutdown) is never
@@ -38,6 +42,7 @@ __all__ = [
     "StepTimeoutError",
     "StepwatchError",
     "ValidationError",
+    "WorkersExhaustedError",
 ]
 
 
@@ -47,6 +52,7 @@ class ErrorCode(enum.StrEnum):
     VALIDATION = "validation"
     STEP_FAILED = "step_failed"
     TIMEOUT = "timeout"
+    WORKERS_EXHAUSTED = "workers_exhausted"
 
 
 class StepwatchError(Exception):
@@ -129,6 +135,33 @@ class StepFailedError(StepwatchError):
         self.retryable = retryable
 
 
+class WorkersExhaustedError(StepwatchError):
+    """No worker thread is free for a sync handler: all of them are still running calls
+    that were abandoned at their deadline (``FlowExecutor(max_threads=...)`` sets how
+    many there are). Raised at once instead of waiting for threads that may never finish.
+
+    Attributes:
+        max_threads: the executor's thread budget.
+        abandoned: names of the steps whose abandoned calls hold the threads.
+    """
+
+    code = ErrorCode.WORKERS_EXHAUSTED
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step_name: str | None,
+        step_type: str | None,
+        max_threads: int,
+        abandoned: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message, step_name=step_name, step_type=step_type)
+        self.max_threads = max_threads
+        self.abandoned: tuple[str, ...] = tuple(abandoned)
+
+
 class _DeadlineError(StepwatchError, TimeoutError):
     """Shared shape of the two timeout errors (not public)."""
 
@@ -146,6 +179,7 @@ class _DeadlineError(StepwatchError, TimeoutError):
         partial: Mapping[str, Any] | None = None,
         pending: Sequence[str] = (),
         outcomes: Mapping[str, Outcome] | None = None,
+        overrun: float | None = None,
     ) -> None:
         super().__init__(message, step_name=step_name, step_type=step_type)
         self.timeout = timeout
@@ -153,6 +187,7 @@ class _DeadlineError(StepwatchError, TimeoutError):
         self.partial: Mapping[str, Any] = dict(partial or {})
         self.pending: tuple[str, ...] = tuple(pending)
         self.outcomes: Mapping[str, Outcome] = dict(outcomes or {})
+        self.overrun = overrun
 
 
 class StepTimeoutError(_DeadlineError):
@@ -164,6 +199,9 @@ class StepTimeoutError(_DeadlineError):
         partial: values of the children that finished, by name, in declaration order.
         pending: names of the children that had not finished (running or never started).
         outcomes: every child's :class:`Outcome`, by name, in declaration order.
+        overrun: seconds the step ran past its deadline when it ended late instead of
+            being stopped (it held the event loop or ignored the cancellation), else
+            ``None``.
     """
 
 
@@ -186,6 +224,7 @@ class FlowTimeoutError(_DeadlineError):
         partial: Mapping[str, Any] | None = None,
         pending: Sequence[str] = (),
         outcomes: Mapping[str, Outcome] | None = None,
+        overrun: float | None = None,
     ) -> None:
         super().__init__(
             message,
@@ -196,5 +235,6 @@ class FlowTimeoutError(_DeadlineError):
             partial=partial,
             pending=pending,
             outcomes=outcomes,
+            overrun=overrun,
         )
         self.flow_name = flow_name

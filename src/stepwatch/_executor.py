@@ -12,17 +12,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 from anyio import current_effective_deadline, current_time
+from anyio.lowlevel import checkpoint_if_cancelled
 
+from ._checkpoints import enter
 from ._context import RunState, StepContext
 from ._errors import StepFailedError, StepwatchError, ValidationError
 from ._guard import DeadlineGuard
-from ._outcome import Outcome, Status
+from ._outcome import CancelCause, Outcome, Status
 from ._protocols import ExecutorDecorator, StepExecutor, StepHook
 from ._result import RunResult
 from ._retry import is_retryable
 from ._steps import Flow, Request, Step
 from ._timeouts import TimeoutOptions, TimeoutValue, coerce_options, resolve_timeout
-from ._workers import Invoker, WorkerTracker, invoker_for
+from ._workers import DEFAULT_MAX_THREADS, Invoker, WorkerTracker, invoker_for
 from .telemetry import MetricsConfig, TracingConfig, build_decorators
 
 if TYPE_CHECKING:
@@ -59,6 +61,53 @@ class _Plan:
         self.entries = entries
 
 
+def _check_options(
+    tracing: object,
+    metrics: object,
+    logging: object,
+    decorators: tuple[object, ...],
+    hooks: tuple[object, ...],
+) -> None:
+    """Reject option values of the wrong type (``tracing="off"`` would mean on)."""
+    for name, value, config in (
+        ("tracing", tracing, TracingConfig),
+        ("metrics", metrics, MetricsConfig),
+        ("logging", logging, None),
+    ):
+        if isinstance(value, bool) or (config is not None and isinstance(value, config)):
+            continue
+        also = f" or a {config.__name__}" if config is not None else ""
+        raise ValidationError(
+            f"FlowExecutor.{name} must be True, False{also}; got {value!r}",
+            field=name,
+            value=value,
+        )
+    checks: tuple[tuple[str, tuple[object, ...], Callable[[object], bool], str], ...] = (
+        ("decorators", decorators, callable, "a callable executor decorator"),
+        ("hooks", hooks, _is_hook, "a StepHook (with a step_finished(outcome, ctx) method)"),
+    )
+    for name, items, check, what in checks:
+        for i, item in enumerate(items):
+            if not check(item):
+                raise ValidationError(
+                    f"FlowExecutor.{name}[{i}] must be {what}; got {item!r}",
+                    field=f"{name}[{i}]",
+                    value=item,
+                )
+
+
+def _items(name: str, items: Any) -> tuple[Any, ...]:
+    if isinstance(items, str | bytes) or not isinstance(items, Iterable):
+        raise ValidationError(
+            f"FlowExecutor.{name} must be a list; got {items!r}", field=name, value=items
+        )
+    return tuple(items)
+
+
+def _is_hook(value: object) -> bool:
+    return callable(getattr(value, "step_finished", None))
+
+
 def _default_executors() -> dict[str, StepExecutor]:
     from .executors import default_executors
 
@@ -83,9 +132,13 @@ class FlowExecutor:
             :class:`~stepwatch.telemetry.MetricsConfig` sets options.
         registry: prometheus-client ``CollectorRegistry``; the default one if ``None``.
         logging: ``False`` switches the structlog events off.
+        max_threads: at most this many sync handlers run at once in worker threads; a
+            thread abandoned at its deadline keeps its place until its function returns
+            (see :class:`WorkerTracker`).
 
     Raises:
-        ValidationError: a handler that is not callable, a bad timeout value.
+        ValidationError: a handler that is not callable, a bad timeout value, an option of
+            the wrong type (``tracing="off"``, ``hooks=[1]``, ...).
 
     A ``FlowExecutor`` is reusable and safe to share between concurrent runs: every run
     gets fresh state.
@@ -103,7 +156,11 @@ class FlowExecutor:
         metrics: bool | MetricsConfig = True,
         registry: CollectorRegistry | None = None,
         logging: bool = True,
+        max_threads: int = DEFAULT_MAX_THREADS,
     ) -> None:
+        decorators = _items("decorators", decorators)
+        hooks = _items("hooks", hooks)
+        _check_options(tracing, metrics, logging, decorators, hooks)
         handlers = {} if handlers is None else handlers
         if not isinstance(handlers, Mapping):
             raise ValidationError(
@@ -121,7 +178,7 @@ class FlowExecutor:
         self._hooks: tuple[StepHook, ...] = tuple(hooks)
         self._executors: dict[str, StepExecutor] = _default_executors()
         self._chains: dict[str, StepExecutor] = {}
-        self._workers = WorkerTracker()
+        self._workers = WorkerTracker(max_threads)
         self._telemetry: list[ExecutorDecorator] = build_decorators(
             workers=self._workers,
             tracing=tracing,
@@ -297,6 +354,9 @@ class FlowExecutor:
             scoped=False,
         )
         outcome = await self._run_step(plan.root, caller, None)
+        # a cancel point at the end too: a handler that swallowed the caller's cancel
+        # must not turn it into a normal return
+        await checkpoint_if_cancelled()
         result = self._result(run, outcome)
         if outcome.error is not None and not outcome.recovered:
             error = outcome.error
@@ -326,7 +386,7 @@ class FlowExecutor:
         if entry is None:  # a step built at run time by a custom executor
             entry = (self._entry(step, run.flow), self._timeout(step, run.flow))
         chain, timeout = entry
-        now = current_time()
+        now = await enter(parent)  # a checkpoint: the step may never start
         own = now + timeout if timeout is not None else math.inf
         parent_deadline = parent.deadline
         scoped = own < parent_deadline
@@ -346,21 +406,23 @@ class FlowExecutor:
         except anyio.get_cancelled_exc_class():
             end = current_time()
             if ctx.scoped and end >= ctx.own_deadline:
-                from ._outcome import CancelCause
-
                 cause = CancelCause.DEADLINE
             else:
                 cause = parent.cancel_cause()
+            late = ctx.late
             self._record(
                 ctx,
                 Outcome(
                     step.name,
                     step.type,
                     Status.CANCELLED,
+                    value=late if not isinstance(late, BaseException) else None,
+                    error=late if isinstance(late, BaseException) else None,
                     elapsed=end - now,
                     attempts=ctx.attempt,
                     cause=cause,
                     timeout=timeout,
+                    overrun=ctx.overrun,
                 ),
             )
             raise
@@ -384,12 +446,28 @@ class FlowExecutor:
                     step.name,
                     step.type,
                     status,
+                    value=ctx.late if status is Status.TIMED_OUT else None,
                     error=error,
+                    elapsed=current_time() - now,
+                    attempts=ctx.attempt,
+                    timeout=timeout,
+                    overrun=ctx.overrun,
+                ),
+            )
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: recorded, then raised
+            self._record(
+                ctx,
+                Outcome(
+                    step.name,
+                    step.type,
+                    Status.FAILED,
+                    error=exc,
                     elapsed=current_time() - now,
                     attempts=ctx.attempt,
                     timeout=timeout,
                 ),
             )
+            raise
         status = ctx.status or Status.SUCCEEDED
         recovered = status is not Status.SUCCEEDED
         outcome = Outcome(
@@ -402,6 +480,7 @@ class FlowExecutor:
             attempts=ctx.attempt,
             timeout=timeout,
             recovered=recovered,
+            overrun=ctx.overrun,
         )
         if parent.step is not None:
             run.values[step.name] = value

@@ -9,12 +9,14 @@ backoff that never sleeps past the enclosing deadline, and applies ``fallback`` 
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import TYPE_CHECKING, Any
 
 from anyio import CancelScope, current_time, sleep
 
-from ._errors import FlowTimeoutError, StepTimeoutError
+from ._checkpoints import cancelled_for_real, deliver_expired
+from ._errors import FlowTimeoutError, StepFailedError, StepTimeoutError
 from ._outcome import CancelCause, Outcome, Status
 from ._steps import NO_FALLBACK, Step
 
@@ -44,6 +46,7 @@ class DeadlineGuard:
 
     async def execute(self, step: Step, ctx: StepContext) -> Any:
         policy = step.retry_policy
+        inner = self.inner
         attempt = 0
         while True:
             attempt += 1
@@ -51,14 +54,46 @@ class DeadlineGuard:
                 _restart(ctx)
             ctx.attempt = attempt
             error: Exception
+            failed: Exception | None = None
             try:
                 if not ctx.scoped:
-                    return await self.inner.execute(step, ctx)
-                with CancelScope(deadline=ctx.own_deadline) as scope:
-                    value = await self.inner.execute(step, ctx)
-                if not scope.cancelled_caught:
+                    try:
+                        value = await inner.execute(step, ctx)
+                    except asyncio.CancelledError as exc:
+                        if cancelled_for_real(exc):
+                            raise
+                        failed = _spurious_cancel(step, ctx, exc)
+                    except Exception as exc:
+                        failed = exc
+                    await _cut_off(ctx, current_time(), failed if failed is not None else value)
+                    if failed is not None:
+                        raise failed
                     return value
-                error = _timeout_error(step, ctx)
+                with CancelScope(deadline=ctx.own_deadline) as scope:
+                    ctx.scope = scope
+                    try:
+                        value = await inner.execute(step, ctx)
+                    except asyncio.CancelledError as exc:
+                        if cancelled_for_real(exc):
+                            raise
+                        failed = _spurious_cancel(step, ctx, exc)
+                    except Exception as exc:
+                        failed = exc
+                    end = current_time()
+                if scope.cancelled_caught:  # stopped by its own deadline
+                    await _cut_off(ctx, current_time(), None, produced=False)
+                    error = _timeout_error(step, ctx)
+                else:
+                    await _cut_off(ctx, end, failed if failed is not None else value)
+                    if end < ctx.own_deadline:
+                        if failed is not None:
+                            raise failed
+                        return value
+                    # it returned or raised after its own deadline instead of being stopped
+                    _overran(ctx, end - ctx.own_deadline, failed if failed is not None else value)
+                    error = _timeout_error(step, ctx)
+                    if failed is not None:
+                        error.__cause__ = failed
             except Exception as exc:
                 error = exc
             # a failed or timed-out attempt
@@ -75,6 +110,44 @@ class DeadlineGuard:
         return _give_up(step, ctx, error)
 
 
+def _overran(ctx: StepContext, seconds: float, produced: Any) -> None:
+    """Note that ``ctx``'s step ended ``seconds`` after the deadline governing it."""
+    ctx.overrun = max(0.0, seconds)
+    ctx.late = produced
+    ctx._run.overruns.append(ctx)
+
+
+async def _cut_off(ctx: StepContext, end: float, result: Any, *, produced: bool = True) -> None:
+    """If a deadline enclosing ``ctx``'s step passed before the step ended at ``end``, the
+    step is cut off by it: raise the cancellation (its owner reports the timeout).
+
+    ``result`` is what the step produced (a value or an exception) when ``produced``; the
+    step then overran the deadline and that is recorded. Returns when no enclosing
+    deadline has passed.
+    """
+    parent = ctx.parent
+    if parent is None or end < parent.deadline:
+        return
+    if produced:
+        _overran(ctx, end - parent.deadline, result)
+    await deliver_expired(parent, end)
+
+
+def _spurious_cancel(step: Step, ctx: StepContext, exc: BaseException) -> StepFailedError:
+    """A handler raised a cancellation exception although nothing cancelled it: a failure."""
+    error = StepFailedError(
+        f"{step.type} step {step.name!r} failed: it raised {type(exc).__name__} although "
+        "nothing cancelled it",
+        step_name=step.name,
+        step_type=step.type,
+        errors=(exc,),
+        attempts=ctx.attempt,
+        elapsed=current_time() - ctx.started,
+    )
+    error.__cause__ = exc
+    return error
+
+
 def _restart(ctx: StepContext) -> None:
     """Give the next attempt a fresh own deadline, still clamped by the parent's."""
     now = current_time()
@@ -82,6 +155,9 @@ def _restart(ctx: StepContext) -> None:
     ctx.status = None
     ctx.error = None
     ctx.cancel_reason = None
+    ctx.scope = None
+    ctx.overrun = None
+    ctx.late = None
     parent_deadline = ctx.parent.deadline if ctx.parent is not None else math.inf
     own = now + ctx.timeout if ctx.timeout is not None else math.inf
     ctx.own_deadline = own
@@ -175,6 +251,7 @@ def _timeout_error(step: Step, ctx: StepContext) -> StepTimeoutError | FlowTimeo
             detail += f"; still pending: {', '.join(pending)}"
     else:
         detail = ""
+    detail += _overrun_detail(ctx)
     attempts = f" (attempt {ctx.attempt})" if ctx.attempt > 1 else ""
     if step.type == "flow":
         return FlowTimeoutError(
@@ -186,6 +263,7 @@ def _timeout_error(step: Step, ctx: StepContext) -> StepTimeoutError | FlowTimeo
             partial=partial,
             pending=pending,
             outcomes=outcomes,
+            overrun=ctx.overrun,
         )
     return StepTimeoutError(
         f"{step.type} step {step.name!r} timed out after {elapsed:.3f} s{attempts}: its own "
@@ -197,4 +275,31 @@ def _timeout_error(step: Step, ctx: StepContext) -> StepTimeoutError | FlowTimeo
         partial=partial,
         pending=pending,
         outcomes=outcomes,
+        overrun=ctx.overrun,
+    )
+
+
+_MAX_NAMED = 10
+
+
+def _overrun_detail(ctx: StepContext) -> str:
+    """Name the steps under ``ctx`` (and ``ctx`` itself) that ran past their deadline."""
+    if ctx.overrun is not None:
+        return (
+            f"; it overran its deadline by {ctx.overrun:.3f} s: it returned instead of "
+            "being stopped (it held the event loop or ignored the cancellation)"
+        )
+    named = []
+    for late in ctx._run.overruns:
+        parent = late.parent
+        while parent is not None and parent is not ctx:
+            parent = parent.parent
+        if parent is ctx and late.step is not None and late.overrun is not None:
+            named.append(f"{late.step.name} (+{late.overrun:.3f} s)")
+    if not named:
+        return ""
+    more = f" and {len(named) - _MAX_NAMED} more" if len(named) > _MAX_NAMED else ""
+    return (
+        f"; overran the deadline (held the event loop or ignored the cancellation): "
+        f"{', '.join(named[:_MAX_NAMED])}{more}"
     )

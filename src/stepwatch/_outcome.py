@@ -67,6 +67,13 @@ class Outcome:
         timeout: the step's resolved budget in seconds, or ``None`` if unbounded.
         recovered: the step timed out but still returned a value (``fallback`` or
             ``on_timeout="partial"``); the flow went on.
+        overrun: seconds the step ran past the deadline that governed it, when it ended
+            by returning or raising after that deadline instead of being stopped by it:
+            it held the event loop (blocking or CPU-bound code in an async handler) or
+            ignored the cancellation. ``None`` for a step that ended in time or was
+            stopped. Such a step is never ``succeeded``: it is ``timed_out`` if it owned
+            the deadline, else ``cancelled`` (cause ``deadline`` or ``outside``); what it
+            produced late is kept in ``value`` (or ``error``) but is never a result.
     """
 
     name: str
@@ -79,6 +86,7 @@ class Outcome:
     cause: CancelCause | None = None
     timeout: float | None = None
     recovered: bool = False
+    overrun: float | None = None
 
     @property
     def ok(self) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._errors import StepwatchError, ValidationError
+from ._timeouts import as_float
 
 __all__ = ["Retry", "coerce_retry", "is_retryable"]
 
@@ -28,7 +29,12 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def _positive(field_name: str, value: object, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(
+            f"Retry.{field_name} must be a number; got {value!r}", field=field_name, value=value
+        )
+    value = as_float(f"Retry.{field_name}", value)
+    if math.isnan(value):
         raise ValidationError(
             f"Retry.{field_name} must be a number; got {value!r}", field=field_name, value=value
         )
@@ -95,7 +101,11 @@ class Retry:
 
     def delay(self, failed_attempt: int) -> float:
         """Backoff to sleep after attempt number ``failed_attempt`` (1-based) failed."""
-        base = min(self.max_delay, self.initial * self.multiplier ** (failed_attempt - 1))
+        try:
+            grown = self.initial * self.multiplier ** (failed_attempt - 1)
+        except OverflowError:  # thousands of attempts: long past max_delay
+            grown = math.inf
+        base = min(self.max_delay, grown)
         if self.jitter and base > 0:
             return random.uniform(base / 2, base)
         return base

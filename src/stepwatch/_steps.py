@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from ._errors import ValidationError
 from ._retry import Retry, coerce_retry
-from ._timeouts import TimeoutOptions, TimeoutValue, coerce_options, validate_timeout
+from ._timeouts import TimeoutOptions, TimeoutValue, as_float, coerce_options, validate_timeout
 
 if TYPE_CHECKING:
     from ._context import StepContext
 
 __all__ = [
+    "DEFAULT_MAX_ITERATIONS",
+    "MAX_DEPTH",
     "NO_FALLBACK",
     "Branch",
     "Delay",
@@ -44,6 +46,14 @@ class _NoFallback:
 
 
 NO_FALLBACK: Final[Any] = _NoFallback()
+
+MAX_DEPTH: Final = 64
+"""How deeply steps may nest in a flow (a top-level step is at depth 1). Each level of
+nesting costs Python stack frames; deeper trees are rejected when the :class:`Flow` is made
+instead of failing with a ``RecursionError`` inside ``run()``."""
+
+DEFAULT_MAX_ITERATIONS: Final = 10_000
+"""``Loop.max_iterations`` when a loop driven by a condition does not set it."""
 """Sentinel: the step has no fallback value (``None`` is a valid fallback)."""
 
 StepFn = Callable[["StepContext"], Any] | Callable[["StepContext"], Awaitable[Any]]
@@ -146,14 +156,21 @@ def _steps_tuple(owner: Step | str, field_name: str, value: object) -> tuple[Ste
     return steps
 
 
-def _check_unique(owner: str, steps: Iterable[Step]) -> frozenset[str]:
+def _check_unique(owner: str, steps: Iterable[Step], *, depth_limit: int = 0) -> frozenset[str]:
     seen: dict[str, Step] = {}
-    stack = list(steps)
+    stack = [(step, 1) for step in reversed(tuple(steps))]
     order: list[Step] = []
     while stack:
-        step = stack.pop(0)
+        step, depth = stack.pop()
+        if depth_limit and depth > depth_limit:
+            raise ValidationError(
+                f"{owner}: step {_describe(step)} is nested {depth} levels deep; at most "
+                f"{depth_limit} levels are supported (stepwatch.MAX_DEPTH)",
+                field="steps",
+                value=step.name,
+            )
         order.append(step)
-        stack[:0] = step.children()
+        stack.extend((child, depth + 1) for child in reversed(step.children()))
     for step in order:
         other = seen.get(step.name)
         if other is not None and other is not step:
@@ -216,6 +233,12 @@ class Transform(Step):
     def __post_init__(self) -> None:
         Step.__post_init__(self)
         _check_callable(self, "fn", self.fn)
+        if not isinstance(self.inline, bool):
+            raise ValidationError(
+                f"{_describe(self)}.inline must be True or False; got {self.inline!r}",
+                field=f"{self.name}.inline",
+                value=self.inline,
+            )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -249,7 +272,9 @@ class Loop(Step):
 
     Stops after ``times`` iterations, or when ``condition(ctx)`` (checked before each
     iteration, sync or async; ``ctx.iteration`` is the 0-based iteration about to run)
-    returns false, and never after ``max_iterations``.
+    returns false. ``max_iterations`` is a safety cap for loops driven by a condition
+    (10 000 unless given); ``times`` is never capped, and ``times`` above an explicit
+    ``max_iterations`` is rejected. See :attr:`iteration_limit`.
     """
 
     type: ClassVar[str] = "loop"
@@ -257,7 +282,7 @@ class Loop(Step):
     body: Step
     times: int | None = None
     condition: StepFn | None = None
-    max_iterations: int = 10_000
+    max_iterations: int | None = None
 
     def __post_init__(self) -> None:
         Step.__post_init__(self)
@@ -265,7 +290,7 @@ class Loop(Step):
         _check_callable(self, "condition", self.condition, optional=True)
         for name in ("times", "max_iterations"):
             value = getattr(self, name)
-            if value is None and name == "times":
+            if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValidationError(
@@ -279,6 +304,25 @@ class Loop(Step):
                 field=f"{self.name}.times",
                 value=None,
             )
+        if (
+            self.times is not None
+            and self.max_iterations is not None
+            and self.times > self.max_iterations
+        ):
+            raise ValidationError(
+                f"{_describe(self)}: times={self.times} exceeds "
+                f"max_iterations={self.max_iterations}",
+                field=f"{self.name}.max_iterations",
+                value=self.max_iterations,
+            )
+
+    @property
+    def iteration_limit(self) -> int:
+        """The most iterations this loop runs: ``times`` if given, else ``max_iterations``
+        (10 000 when not given)."""
+        if self.times is not None:
+            return self.times
+        return DEFAULT_MAX_ITERATIONS if self.max_iterations is None else self.max_iterations
 
     def children(self) -> tuple[Step, ...]:
         return (self.body,)
@@ -387,6 +431,8 @@ class Delay(Step):
     def __post_init__(self) -> None:
         Step.__post_init__(self)
         value = self.seconds
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = as_float(f"{self.name}.seconds", value)
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
@@ -440,7 +486,9 @@ class Flow:
             raise ValidationError(f"{where} has no steps", field="steps", value=steps)
         object.__setattr__(self, "timeouts", coerce_options(f"{where}.timeouts", timeouts))
         object.__setattr__(self, "timeout", validate_timeout(f"{where}.timeout", timeout))
-        object.__setattr__(self, "step_names", _check_unique(where, self.steps))
+        object.__setattr__(
+            self, "step_names", _check_unique(where, self.steps, depth_limit=MAX_DEPTH)
+        )
 
     def walk(self) -> abc.Iterator[Step]:
         """Every step of the tree, depth first, in declaration order."""

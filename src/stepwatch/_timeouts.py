@@ -21,6 +21,7 @@ __all__ = [
     "BUILTIN_DEFAULTS",
     "TimeoutOptions",
     "TimeoutValue",
+    "as_float",
     "resolve_timeout",
     "validate_timeout",
 ]
@@ -65,7 +66,7 @@ def validate_timeout(field_name: str, value: object) -> float | None:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float):
-        seconds = float(value)
+        seconds = as_float(field_name, value)
     else:
         raise ValidationError(
             f"{field_name} must be a positive number of seconds, a timedelta, math.inf or "
@@ -87,6 +88,19 @@ def validate_timeout(field_name: str, value: object) -> float | None:
             value=value,
         )
     return seconds
+
+
+def as_float(field_name: str, value: int | float) -> float:
+    """``float(value)``, or a :class:`ValidationError` for an int too large for a float."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValidationError(
+            f"{field_name} is too large to be a number of seconds (use math.inf for no "
+            f"limit); got an int of {len(str(value))} digits",
+            field=field_name,
+            value=value,
+        ) from None
 
 
 _UNSET: Any = object()

@@ -2,7 +2,7 @@
 
 Typical use, on trio's mock clock so deadline tests take no real time::
 
-    from stepwatch.testing import OutcomeRecorder, sleeping, failing
+    from stepwatch.testing import OutcomeRecorder, blocking, sleeping, failing
 
     recorder = OutcomeRecorder()
     executor = FlowExecutor(handlers={"slow": sleeping(10), "boom": failing(OSError())},
@@ -13,6 +13,7 @@ Typical use, on trio's mock clock so deadline tests take no real time::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ import anyio
 from ._context import StepContext
 from ._outcome import Outcome, Status
 
-__all__ = ["OutcomeRecorder", "failing", "sleeping"]
+__all__ = ["OutcomeRecorder", "blocking", "failing", "hold_loop", "sleeping"]
 
 
 def sleeping(seconds: float, value: Any = None) -> Callable[[Any], Awaitable[Any]]:
@@ -29,6 +30,43 @@ def sleeping(seconds: float, value: Any = None) -> Callable[[Any], Awaitable[Any
 
     async def handler(params: Any) -> Any:
         await anyio.sleep(seconds)
+        return params if value is None else value
+
+    return handler
+
+
+def hold_loop(seconds: float) -> None:
+    """Hold the event loop for ``seconds`` without yielding, as CPU-bound or blocking code does.
+
+    On trio's ``MockClock`` the clock jumps ``seconds`` instead (no real time passes), so
+    tests of blocking code stay fast and deterministic; elsewhere this is ``time.sleep``.
+    """
+    clock = _mock_clock()
+    if clock is not None:
+        clock.jump(seconds)
+    else:
+        time.sleep(seconds)
+
+
+def _mock_clock() -> Any:
+    try:
+        import trio
+        from trio.testing import MockClock
+    except ImportError:  # pragma: no cover - trio is an optional dependency
+        return None
+    try:
+        clock = trio.lowlevel.current_clock()
+    except RuntimeError:  # not inside trio.run()
+        return None
+    return clock if isinstance(clock, MockClock) else None
+
+
+def blocking(seconds: float, value: Any = None) -> Callable[[Any], Awaitable[Any]]:
+    """An async handler that holds the event loop for ``seconds`` (see :func:`hold_loop`),
+    then returns ``value`` (or its params) without ever awaiting: a misbehaving handler."""
+
+    async def handler(params: Any) -> Any:
+        hold_loop(seconds)
         return params if value is None else value
 
     return handler

@@ -34,6 +34,7 @@ CONTRACT: dict[str, str] = {
     "stepwatch_steps_in_progress": "gauge",
     "stepwatch_parallel_children_cancelled": "counter",
     "stepwatch_abandoned_workers": "gauge",
+    "stepwatch_step_overrun_seconds": "counter",  # exposed with _total
 }
 # Label names the expressions may group or match by: the library's plus Prometheus' own.
 LABELS = {"flow", "step", "step_type", "outcome", "cause", "le", "job", "instance"}

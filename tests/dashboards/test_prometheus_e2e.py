@@ -214,6 +214,7 @@ def test_series_have_the_contract_labels(driven: str) -> None:
         "stepwatch_steps_in_progress": {"flow", "step_type"},
         "stepwatch_parallel_children_cancelled_total": {"flow", "step", "cause"},
         "stepwatch_abandoned_workers": {"flow", "step_type"},
+        "stepwatch_step_overrun_seconds_total": {"flow", "step", "step_type"},
     }
     for name, labels in expected.items():
         result = query(driven, f'{name}{{job="{JOB}"}}')

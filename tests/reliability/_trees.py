@@ -139,10 +139,12 @@ class Probe:
 
     live: int = 0
     max_live: int = 0
+    entered: int = 0
     started: list[StepContext] = field(default_factory=list)
     records: list[tuple[float, Outcome, StepContext]] = field(default_factory=list)
 
     async def work(self, params: dict[str, Any]) -> str:
+        self.entered += 1
         self.live += 1
         self.max_live = max(self.max_live, self.live)
         try:
@@ -194,3 +196,112 @@ def ancestors(ctx: StepContext) -> list[StepContext]:
 def steps_under(step: Step, pred: Callable[[Step], bool]) -> bool:
     """True if ``step`` or a descendant satisfies ``pred``."""
     return pred(step) or any(steps_under(c, pred) for c in step.children())
+
+
+# -- hostile leaves -----------------------------------------------------------------------
+
+HOLDS = (0.0, 0.005, 0.02, 0.07, 0.3)
+
+
+@st.composite
+def hostile_leaf(draw: st.DrawFn, timeout: float | None) -> Spec:
+    """A leaf that misbehaves: holds the loop (before or after an await), swallows the
+    cancellation, runs sync code in a thread, or a plain request."""
+    kind = draw(st.sampled_from(["hog", "io_hog", "stubborn", "sync", "request"]))
+    if kind == "hog":  # holds the loop, never awaits
+        return ("hog", timeout, 0.0, draw(st.sampled_from(HOLDS[1:])))
+    if kind == "io_hog":  # awaits, then holds the loop (CPU work after I/O)
+        return ("hog", timeout, draw(st.sampled_from(DURATIONS)), draw(st.sampled_from(HOLDS)))
+    if kind == "stubborn":  # catches the cancellation and returns a value
+        return ("stubborn", timeout, draw(st.sampled_from(DURATIONS)))
+    if kind == "sync":  # a sync handler: runs in a worker thread
+        return ("sync", timeout)
+    return ("request", timeout, draw(st.sampled_from(DURATIONS)), None, None, False)
+
+
+@st.composite
+def hostile_specs(draw: st.DrawFn, depth: int = 0) -> Spec:
+    """Like :func:`specs`, with the hostile leaves mixed in."""
+    if depth >= 3 or draw(st.integers(0, 2)) == 0:
+        return draw(hostile_leaf(draw(st.sampled_from(TIMEOUTS))))
+    kind = draw(st.sampled_from(["sequence", "parallel", "parallel", "loop"]))
+    timeout = draw(st.sampled_from(TIMEOUTS))
+    if kind == "loop":
+        return ("loop", timeout, draw(st.integers(1, 3)), draw(hostile_specs(depth + 1)))
+    children = draw(st.lists(hostile_specs(depth + 1), min_size=1, max_size=5))
+    if kind == "sequence":
+        return ("sequence", timeout, children)
+    n = len(children)
+    return (
+        "parallel",
+        timeout,
+        children,
+        draw(st.sampled_from(["raise", "partial"])),
+        draw(st.booleans()),
+        draw(st.none() | st.integers(1, max(1, n - 1))),  # max_concurrency below the count
+        None,
+    )
+
+
+class HostileBuilder(Builder):
+    """Builds the hostile leaves too (handlers ``hog``, ``stubborn``, ``sync``)."""
+
+    def build(self, spec: Spec) -> Step:
+        kind = spec[0]
+        if kind == "hog":
+            sleep, hold = spec[2], spec[3]
+            return Request(
+                self.name(),
+                "hog",
+                lambda ctx: {"sleep": sleep, "hold": hold, "ctx": ctx},
+                timeout=spec[1],
+            )
+        if kind == "stubborn":
+            sleep = spec[2]
+            return Request(
+                self.name(), "stubborn", lambda ctx: {"sleep": sleep, "ctx": ctx}, timeout=spec[1]
+            )
+        if kind == "sync":
+            return Request(self.name(), "sync", None, timeout=spec[1])
+        return super().build(spec)
+
+
+@dataclass
+class HostileProbe(Probe):
+    """A :class:`Probe` with the hostile handlers; ``held`` is the loop time they held."""
+
+    held: float = 0.0
+    # id(step context) -> when its handler returned a value (hog, stubborn)
+    returned: dict[int, float] = field(default_factory=dict)
+
+    async def hog(self, params: dict[str, Any]) -> str:
+        from stepwatch.testing import hold_loop
+
+        self.entered += 1
+        self.live += 1
+        try:
+            if params["sleep"]:
+                await anyio.sleep(params["sleep"])
+            hold_loop(params["hold"])
+            self.held += params["hold"]
+            self.returned[id(params["ctx"])] = anyio.current_time()
+            return "held"
+        finally:
+            self.live -= 1
+
+    async def stubborn(self, params: dict[str, Any]) -> str:
+        self.entered += 1
+        self.live += 1
+        try:
+            await anyio.sleep(params["sleep"])
+        except anyio.get_cancelled_exc_class():
+            self.returned[id(params["ctx"])] = anyio.current_time()
+            return "swallowed"
+        finally:
+            self.live -= 1
+        self.returned[id(params["ctx"])] = anyio.current_time()
+        return "slept"
+
+    def sync(self, params: Any) -> str:
+        self.entered += 1
+        return "sync"

@@ -41,7 +41,7 @@ class LoopExecutor:
 
     async def execute(self, step: Step, ctx: StepContext) -> list[Any]:
         assert isinstance(step, Loop)
-        limit = step.max_iterations if step.times is None else min(step.times, step.max_iterations)
+        limit = step.iteration_limit
         progress = _LoopProgress(step.body)
         ctx.progress = progress  # type: ignore[assignment]  # same reading interface
         for i in range(limit):

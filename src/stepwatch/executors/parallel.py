@@ -20,6 +20,7 @@ from anyio import current_time
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
+from .._checkpoints import cancelled_for_real, deliver_expired
 from .._context import StepContext
 from .._errors import StepFailedError
 from .._outcome import CancelCause, Outcome
@@ -34,6 +35,7 @@ class _Group:
         "ctx",
         "fail_fast",
         "failures",
+        "fatal",
         "need",
         "quorum_met",
         "size",
@@ -52,6 +54,8 @@ class _Group:
         self.failures: list[Outcome] = []
         self.stopped = False
         self.quorum_met = False
+        # a KeyboardInterrupt / SystemExit from a child, re-raised bare by the step
+        self.fatal: BaseException | None = None
 
     def stop(self, cause: CancelCause) -> None:
         self.stopped = True
@@ -60,7 +64,17 @@ class _Group:
 
     async def run_one(self, index: int, child: Step) -> None:
         ctx = self.ctx  # _run_step directly: one coroutine frame less per live child
-        outcome = await ctx._run.executor._run_step(child, ctx, index)
+        try:
+            outcome = await ctx._run.executor._run_step(child, ctx, index)
+        except BaseException as exc:
+            if isinstance(exc, Exception) or cancelled_for_real(exc):
+                raise
+            # not inside the task group: asyncio would let it escape the event loop and
+            # anyio would wrap it in an exception group; the step re-raises it bare
+            if self.fatal is None:
+                self.fatal = exc
+            self.stop(CancelCause.SIBLING_FAILURE)
+            return
         if self.stopped:
             if not outcome.ok:
                 self.failures.append(outcome)
@@ -81,8 +95,11 @@ class _Group:
     async def worker(self, work: Iterator[tuple[int, Step]]) -> None:
         ctx = self.ctx
         for index, child in work:
-            if self.stopped or current_time() >= ctx.deadline:
+            if self.stopped:
                 return
+            now = current_time()
+            if now >= ctx.deadline:
+                await deliver_expired(ctx, now)
             await self.run_one(index, child)
 
 
@@ -106,8 +123,11 @@ class ParallelExecutor:
                         if index % _CHECK_EVERY == 0:
                             if index:  # let the started children run their first step,
                                 await checkpoint()  # so the clock shows what starting costs
-                            if current_time() >= deadline:
-                                break
+                            now = current_time()
+                            if now >= deadline:  # stop starting: the deadline's owner
+                                await deliver_expired(ctx, now)  # reports the rest
+                        if group.stopped:
+                            break
                         tg.start_soon(group.run_one, index, child)
                 else:
                     work = iter(enumerate(children))
@@ -116,6 +136,9 @@ class ParallelExecutor:
         except anyio.get_cancelled_exc_class():
             ctx.close_children(ctx.cancel_cause())
             raise
+        if group.fatal is not None:
+            ctx.close_children(CancelCause.SIBLING_FAILURE)
+            raise group.fatal
         if group.quorum_met:
             ctx.close_children(CancelCause.QUORUM_MET)
             return progress.partial()
@@ -124,6 +147,8 @@ class ParallelExecutor:
             if len(group.failures) == 1:  # the child's own error says best what went wrong
                 raise_error(group.failures[0])
             raise group_failure(step, ctx, group.failures)
+        if None in progress.outcomes:  # only if a deadline moved back while starting
+            ctx.close_children(CancelCause.DEADLINE)
         return progress.partial()
 
 

@@ -6,13 +6,15 @@ application's context). Events:
 
 * ``step.started`` / ``step.finished`` at debug (only once the application has configured
   structlog: its unconfigured default would print every step);
-* ``step.timeout`` (``flow.timeout`` for the whole-flow deadline), ``step.failed`` and
-  ``step.near_timeout`` at warning.
+* ``step.timeout`` (``flow.timeout`` for the whole-flow deadline), ``step.failed``,
+  ``step.near_timeout`` and ``step.overrun`` (the step ran past its deadline instead of
+  being stopped: it held the event loop or ignored the cancellation) at warning.
 
 Keys: ``flow``, ``run_id``, ``step``, ``step_type``, ``timeout`` (s, ``None`` when
 unbounded), and on the events logged when a step ends also ``elapsed`` (s), ``outcome``,
 ``cause`` (``None`` unless cancelled), ``attempts``; plus ``pending`` on timeouts,
-``error``/``error_type`` on failures, ``budget_ratio`` on near-timeouts. Logging never
+``error``/``error_type`` on failures, ``budget_ratio`` on near-timeouts, ``overrun`` (s)
+on overruns. Logging never
 raises into a flow and costs one ``bind()`` per step when the debug level is filtered out.
 """
 
@@ -105,6 +107,8 @@ def _log_end(
         )
     elif outcome == FAILURE and exc is not None and arose_here(step, ctx, exc):
         log.warning("step.failed", error=str(exc), error_type=error_type(outcome, exc), **fields)
+    if ctx.overrun is not None:
+        log.warning("step.overrun", overrun=round(ctx.overrun, 6), **fields)
     if outcome in (SUCCESS, FAILURE) and timeout is not None:
         share = elapsed / timeout
         if share > NEAR_TIMEOUT_RATIO:

@@ -70,6 +70,10 @@ class StepSeries:
         self.budgeted()
         return self._timeouts
 
+    def overrun(self) -> Any:
+        """The overrun-seconds counter child (created on the first overrun)."""
+        return self._set.overrun.labels(self.flow, self.step, self.step_type)
+
     def cancelled(self, cause: str) -> Any:
         """The children-cancelled counter child for ``cause`` (this step is the parallel)."""
         child = self._cancelled.get(cause)

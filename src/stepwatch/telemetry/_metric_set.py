@@ -22,6 +22,7 @@ from ._metrics_config import (
     CHILDREN_CANCELLED,
     DURATION,
     IN_PROGRESS,
+    OVERRUN,
     TIMEOUTS,
 )
 
@@ -37,7 +38,7 @@ _CACHE_LIMIT = 10_000  # raw (flow, step, type) keys cached; beyond it: guarded 
 
 
 class MetricSet:
-    """The six stepwatch metrics registered on one registry, with the label guards."""
+    """The stepwatch metrics registered on one registry, with the label guards."""
 
     def __init__(self, registry: CollectorRegistry, config: MetricsConfig) -> None:
         self.config = config
@@ -79,6 +80,13 @@ class MetricSet:
             registry=None,
             multiprocess_mode="livesum",
         )
+        self.overrun = Counter(
+            OVERRUN,
+            "Seconds steps ran past the deadline governing them instead of being stopped "
+            "(they held the event loop or ignored the cancellation).",
+            step_labels,
+            registry=None,
+        )
         done: list[Any] = []
         try:
             for metric in self.all():
@@ -101,9 +109,9 @@ class MetricSet:
         self._abandoned: dict[tuple[str, str], Any] = {}
 
     def all(self) -> tuple[Any, ...]:
-        """The six metric objects."""
+        """The metric objects."""
         m = (self.duration, self.timeouts, self.budget_ratio, self.in_progress)
-        return (*m, self.children_cancelled, self.abandoned)
+        return (*m, self.children_cancelled, self.abandoned, self.overrun)
 
     def series(self, flow: str, step: str, step_type: str) -> StepSeries:
         """The cached :class:`StepSeries` of a step (label values guarded on first use)."""

@@ -125,6 +125,8 @@ class _MetricsExecutor:
                     series.budget.observe((end - ctx.own_deadline + timeout) / timeout)
             if outcome == TIMEOUT:
                 series.timeouts().inc()
+            if ctx.overrun is not None:
+                series.overrun().inc(ctx.overrun)
             if step.type == "parallel" and ctx.progress is not None:
                 _count_cancelled(series, ctx)
         except Exception:

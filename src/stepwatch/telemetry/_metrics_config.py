@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .._errors import ValidationError
+from .._timeouts import as_float
 
 __all__ = [
     "DEFAULT_BUDGET_RATIO_BUCKETS",
@@ -22,8 +23,17 @@ BUDGET_RATIO: Final = "stepwatch_step_timeout_budget_ratio"
 IN_PROGRESS: Final = "stepwatch_steps_in_progress"
 CHILDREN_CANCELLED: Final = "stepwatch_parallel_children_cancelled_total"
 ABANDONED: Final = "stepwatch_abandoned_workers"
+OVERRUN: Final = "stepwatch_step_overrun_seconds_total"
 
-METRIC_NAMES: Final = (DURATION, TIMEOUTS, BUDGET_RATIO, IN_PROGRESS, CHILDREN_CANCELLED, ABANDONED)
+METRIC_NAMES: Final = (
+    DURATION,
+    TIMEOUTS,
+    BUDGET_RATIO,
+    IN_PROGRESS,
+    CHILDREN_CANCELLED,
+    ABANDONED,
+    OVERRUN,
+)
 """The name of every metric stepwatch defines (as passed to prometheus-client)."""
 
 DEFAULT_DURATION_BUCKETS: Final = (
@@ -46,6 +56,8 @@ def _buckets(field: str, value: object) -> tuple[float, ...]:
         )
     out: list[float] = []
     for item in value:
+        if isinstance(item, int) and not isinstance(item, bool):
+            item = as_float(where, item)
         if isinstance(item, bool) or not isinstance(item, int | float) or math.isnan(item):
             raise ValidationError(
                 f"{where} must hold numbers; got {item!r} in {value!r}", field=where, value=value

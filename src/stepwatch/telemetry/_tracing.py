@@ -79,6 +79,9 @@ PENDING_COUNT: Final = "stepwatch.pending.count"
 ERROR_TYPE: Final = "error.type"
 EVENT_NEAR_TIMEOUT: Final = "stepwatch.near_timeout"
 EVENT_TIMEOUT: Final = "stepwatch.timeout"
+EVENT_OVERRUN: Final = "stepwatch.overrun"
+STEP_OVERRUN: Final = "stepwatch.step.overrun"
+OVERRUN: Final = "overrun"
 
 _Key = tuple[int, int | None, float | None]
 _CHILD_STATUSES: Final = ("succeeded", "failed", "timed_out", "cancelled", "fallback")
@@ -273,11 +276,23 @@ class _Tracing:
         span.set_attributes(end)
         if ctx.progress is not None and isinstance(step, Parallel):
             _count_children(span, ctx.progress.outcomes)
+        overrun = ctx.overrun
+        if overrun is not None:
+            span.add_event(EVENT_OVERRUN, {STEP_OVERRUN: overrun, **_deadline_attrs(ctx)})
         if outcome == SUCCESS:
             self.near_timeout(span, ctx)
             return
         if outcome == CANCELLATION:
-            return  # not an error of this step (see the docs): status stays UNSET
+            if overrun is not None:  # cut off, but only after running past the deadline:
+                span.set_attribute(ERROR_TYPE, OVERRUN)  # the culprit, in red
+                span.set_status(
+                    Status(
+                        StatusCode.ERROR,
+                        f"ran {overrun:.3f} s past its deadline instead of being stopped "
+                        "(held the event loop or ignored the cancellation)",
+                    )
+                )
+            return  # else not an error of this step (see the docs): status stays UNSET
         error = exc if exc is not None else ctx.error  # fallback / partial: ctx.error
         span.set_attribute(ERROR_TYPE, error_type(outcome, error) or outcome)
         description = f"{type(error).__name__}: {error}" if error is not None else outcome
@@ -313,6 +328,13 @@ class _Tracing:
             attributes[PENDING] = list(pending[: self.config.max_pending_names])
             attributes[PENDING_COUNT] = len(pending)
         span.add_event(EVENT_TIMEOUT, attributes)
+
+
+def _deadline_attrs(ctx: StepContext) -> dict[str, AttributeValue]:
+    timeout = ctx.timeout
+    if timeout is None or math.isinf(timeout):
+        return {}
+    return {STEP_TIMEOUT: timeout}
 
 
 def _count_children(span: Span, outcomes: Sequence[Any]) -> None:

@@ -1,0 +1,112 @@
+"""Handlers at the edges: sync callables that return awaitables, handlers that raise
+cancellation or interrupts of their own. The same outcome on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anyio
+import pytest
+
+from stepwatch import (
+    CancelCause,
+    Flow,
+    FlowExecutor,
+    Parallel,
+    Request,
+    Sequence,
+    Status,
+    StepFailedError,
+    Transform,
+)
+from stepwatch.testing import OutcomeRecorder, sleeping
+
+pytestmark = [pytest.mark.anyio]
+
+
+def quiet(**kwargs: Any) -> FlowExecutor:
+    return FlowExecutor(tracing=False, metrics=False, logging=False, **kwargs)
+
+
+async def fetch(params: Any) -> str:
+    await anyio.sleep(0)
+    return f"fetched {params}"
+
+
+class TestSyncCallablesReturningAwaitables:
+    async def test_lambda_around_an_async_function_is_awaited(self) -> None:
+        """A sync handler that returns a coroutine has the coroutine's result as its value."""
+        flow = Flow("f", Request("r", "x", "p"))
+        result = await quiet(handlers={"x": lambda p: fetch(p)}).run(flow)
+        assert result["r"] == "fetched p"
+
+    async def test_inline_transform_returning_a_coroutine_is_awaited(self) -> None:
+        """An inline sync transform that returns a coroutine has the coroutine's result."""
+        flow = Flow("f", Transform("t", lambda ctx: fetch("t"), inline=True))
+        result = await quiet().run(flow)
+        assert result["t"] == "fetched t"
+
+    async def test_threaded_transform_returning_a_coroutine_is_awaited(self) -> None:
+        """A sync transform run in a worker thread that returns a coroutine is awaited on the
+        event loop."""
+        flow = Flow("f", Transform("t", lambda ctx: fetch("thread")))
+        result = await quiet().run(flow)
+        assert result["t"] == "fetched thread"
+
+
+class TestHandlersRaisingCancellationThemselves:
+    @staticmethod
+    async def fake_cancel(params: Any) -> Any:
+        await anyio.sleep(0.01)
+        raise asyncio.CancelledError("raised by the handler, nobody cancelled it")
+
+    async def test_in_a_sequence_it_is_a_failure_not_a_cancellation(self) -> None:
+        """A handler raising CancelledError without being cancelled fails its step; the
+        caller gets StepFailedError, not a cancellation it never asked for."""
+        recorder = OutcomeRecorder()
+        flow = Flow("f", Sequence("seq", [Request("a", "fake"), Request("b", "ok")]))
+        ex = quiet(handlers={"fake": self.fake_cancel, "ok": sleeping(0)}, hooks=[recorder])
+        with pytest.raises(StepFailedError) as info:
+            await ex.run(flow)
+        assert info.value.step_name == "a"
+        assert isinstance(info.value.__cause__, asyncio.CancelledError)
+        assert recorder["a"].status is Status.FAILED
+        assert recorder["b"].cause is CancelCause.SIBLING_FAILURE
+
+    async def test_in_a_parallel_the_child_fails_instead_of_vanishing(self) -> None:
+        """In a parallel group such a child is a failure with an outcome; siblings are
+        cancelled for sibling_failure."""
+        flow = Flow("f", Parallel("g", [Request("a", "fake"), Request("b", "slow")], timeout=5))
+        ex = quiet(handlers={"fake": self.fake_cancel, "slow": sleeping(10)})
+        with pytest.raises(StepFailedError) as info:
+            await ex.run(flow)
+        result = info.value.result
+        assert result is not None
+        assert result.outcomes["a"].status is Status.FAILED
+        assert result.outcomes["b"].cause is CancelCause.SIBLING_FAILURE
+
+
+class TestInterruptsFromChildren:
+    @pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+    async def test_interrupt_from_a_parallel_child_reaches_the_caller_bare(
+        self, exc_type: type[BaseException]
+    ) -> None:
+        """KeyboardInterrupt / SystemExit from a parallel child reach the caller unwrapped,
+        the child has an outcome and its siblings are cancelled."""
+
+        async def interrupt(params: Any) -> Any:
+            await anyio.sleep(0.01)
+            raise exc_type()
+
+        recorder = OutcomeRecorder()
+        flow = Flow(
+            "f",
+            Parallel("g", [Request("a", "interrupt"), Request("b", "slow")], timeout=5),
+        )
+        ex = quiet(handlers={"interrupt": interrupt, "slow": sleeping(10)}, hooks=[recorder])
+        with pytest.raises(exc_type):
+            await ex.run(flow)
+        assert recorder["a"].status is Status.FAILED
+        assert isinstance(recorder["a"].error, exc_type)
+        assert recorder["b"].status is Status.CANCELLED
