@@ -1,7 +1,10 @@
 """stepwatch: run flows of steps under layered deadlines, with telemetry built in."""
 
-from ._context import StepContext
+from contextlib import suppress as _suppress
+
+from ._context import ChildProgress, Progress, StepContext
 from ._errors import (
+    DeadlineExceededError,
     ErrorCode,
     FlowTimeoutError,
     StepFailedError,
@@ -11,9 +14,11 @@ from ._errors import (
     WorkersExhaustedError,
 )
 from ._executor import FlowExecutor
+from ._executor import set_defaults as _set_defaults
 from ._outcome import CancelCause, Outcome, Status
 from ._process import in_worker_process
 from ._protocols import ExecutorDecorator, StepExecutor, StepHook
+from ._record import StepEnded
 from ._result import RunResult
 from ._retry import Retry
 from ._steps import (
@@ -31,12 +36,16 @@ from ._steps import (
 )
 from ._timeouts import TimeoutOptions
 from ._workers import WorkerEvent, WorkerListener, WorkerTracker
+from .executors import default_executors as _default_executors
+from .telemetry._instrument import make_telemetry as _make_telemetry
 
 __all__ = [
     "MAX_DEPTH",
     "NO_FALLBACK",
     "Branch",
     "CancelCause",
+    "ChildProgress",
+    "DeadlineExceededError",
     "Delay",
     "ErrorCode",
     "ExecutorDecorator",
@@ -46,6 +55,7 @@ __all__ = [
     "Loop",
     "Outcome",
     "Parallel",
+    "Progress",
     "Request",
     "Retry",
     "RunResult",
@@ -53,6 +63,7 @@ __all__ = [
     "Status",
     "Step",
     "StepContext",
+    "StepEnded",
     "StepExecutor",
     "StepFailedError",
     "StepHook",
@@ -67,6 +78,18 @@ __all__ = [
     "WorkersExhaustedError",
     "in_worker_process",
 ]
+
+# The core knows neither the built-in step types nor the telemetry: plug them in here.
+_set_defaults(executors=_default_executors, instrumentation=_make_telemetry)
+
+# Public names show as stepwatch.X (in tracebacks, reprs and error.type), not as the
+# private module that defines them; pickling by name still works (they live here).
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("stepwatch._"):
+        with _suppress(AttributeError, TypeError):  # pragma: no cover - a plain constant
+            _obj.__module__ = __name__
+del _name, _obj
 
 
 def __getattr__(name: str) -> str:

@@ -50,7 +50,7 @@ async def enter(parent: StepContext) -> float:
         now = current_time()
     else:
         await checkpoint_if_cancelled()
-    if now >= parent.deadline:
+    if now >= parent._deadline:
         await deliver_expired(parent, now)
         now = current_time()
     return now
@@ -67,10 +67,10 @@ async def deliver_expired(ctx: StepContext, now: float) -> None:
     """
     owner: StepContext | None = ctx
     while owner is not None:
-        scope = owner.scope
-        if scope is not None and owner.own_deadline <= now:
+        scope = owner._scope
+        if scope is not None and owner._own_deadline <= now:
             scope.cancel()
-        owner = owner.parent
+        owner = owner._parent
     await checkpoint()
     for _ in range(_GIVE_UP_AFTER):
         if current_effective_deadline() > current_time():

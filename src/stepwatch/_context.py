@@ -1,13 +1,23 @@
-"""Per-run and per-step state: deadlines, results so far, children's progress."""
+"""Per-run and per-step state.
+
+:class:`StepContext` has two faces. Handlers' callables (``params``, ``fn``,
+``condition``) and hooks see a small read-only view: the flow's input, the results so far,
+the deadline, the attempt, the iteration. Executors (built-in and user-registered alike)
+also use its executor API: run children, record their progress, call user callables,
+cancel children with a cause. Everything else is the executor's internal state, kept in
+private slots whose invariants are written where they are declared.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from anyio import CancelScope, current_time
+from anyio.lowlevel import checkpoint
 
+from ._checkpoints import deliver_expired
 from ._outcome import CancelCause, Outcome, Status
 from ._workers import invoker_for
 
@@ -15,7 +25,7 @@ if TYPE_CHECKING:
     from ._executor import FlowExecutor, _Plan
     from ._steps import Flow, Step
 
-__all__ = ["ChildProgress", "RunState", "StepContext"]
+__all__ = ["ChildProgress", "Progress", "RunState", "StepContext"]
 
 
 class RunState:
@@ -42,7 +52,9 @@ class RunState:
         self.plan = plan
         self.input = input
         self.run_id = run_id
+        # values of the steps that produced one, by name (RunResult's mapping)
         self.values: dict[str, Any] = {}
+        # the last outcome recorded for each step, by name
         self.outcomes: dict[str, Outcome] = {}
         self.started = current_time()
         # when a step boundary last yielded to the event loop; -inf makes the first
@@ -52,8 +64,37 @@ class RunState:
         self.overruns: list[StepContext] = []
 
 
+class Progress(Protocol):
+    """What a composite step reports about its children when it times out or fails."""
+
+    @property
+    def outcomes(self) -> list[Outcome | None]:
+        """One slot per child (``None``: not finished or never started)."""
+        ...
+
+    def partial(self) -> dict[str, Any]:
+        """Values of the children that produced one, by name, in declaration order."""
+        ...
+
+    def pending(self) -> list[str]:
+        """Names of the children that had not finished."""
+        ...
+
+    def by_name(self) -> dict[str, Outcome]:
+        """The children's outcomes, by name."""
+        ...
+
+    def describe(self) -> str:
+        """A clause for an error message, e.g. ``"; 2 of 3 children finished (a, b)"``."""
+        ...
+
+
 class ChildProgress:
-    """Outcomes of a composite step's children, by declaration index (O(1) per child)."""
+    """Outcomes of a composite step's children, by declaration index (O(1) per child).
+
+    Made by :meth:`StepContext.track_children`; the executor records each child's outcome
+    at its index as :meth:`StepContext.run_child` returns it.
+    """
 
     __slots__ = ("outcomes", "steps")
 
@@ -62,22 +103,16 @@ class ChildProgress:
         self.outcomes: list[Outcome | None] = [None] * len(steps)
 
     def record(self, index: int, outcome: Outcome) -> None:
+        """Set the outcome of the child at ``index``."""
         self.outcomes[index] = outcome
 
-    def fill_unstarted(self, cause: CancelCause) -> list[Outcome]:
+    def unstarted(self, cause: CancelCause) -> list[Outcome]:
         """Mark every child without an outcome as cancelled (never started); return them."""
         filled = []
         for i, outcome in enumerate(self.outcomes):
             if outcome is None:
                 step = self.steps[i]
-                outcome = Outcome(
-                    name=step.name,
-                    step_type=step.type,
-                    status=Status.CANCELLED,
-                    elapsed=0.0,
-                    attempts=0,
-                    cause=cause,
-                )
+                outcome = Outcome(step.name, step.type, Status.CANCELLED, attempts=0, cause=cause)
                 self.outcomes[i] = outcome
                 filled.append(outcome)
         return filled
@@ -87,7 +122,7 @@ class ChildProgress:
         return {o.name: o.value for o in self.outcomes if o is not None and o.ok}
 
     def pending(self) -> list[str]:
-        """Names of the children that have not finished (running, cut off, never started)."""
+        """Names of the children that had not finished (running, cut off, never started)."""
         return [
             self.steps[i].name
             for i, o in enumerate(self.outcomes)
@@ -95,44 +130,96 @@ class ChildProgress:
         ]
 
     def by_name(self) -> dict[str, Outcome]:
+        """The children's outcomes, by name, in declaration order."""
         return {o.name: o for o in self.outcomes if o is not None}
+
+    def describe(self) -> str:
+        """``"; k of n children finished (a, b); still pending: c"``."""
+        partial = self.partial()
+        detail = f"; {len(partial)} of {len(self.steps)} children finished"
+        if partial:
+            detail += f" ({', '.join(partial)})"
+        pending = self.pending()
+        if pending:
+            detail += f"; still pending: {', '.join(pending)}"
+        return detail
 
 
 class StepContext:
     """What a step sees while it runs; also what ``params``/``fn``/``condition`` receive.
 
-    Public attributes:
+    Read-only view, for user callables and hooks:
         input: the flow's input.
-        results: values of the steps that finished so far, by name (read-only view).
+        results: values of the steps that finished so far, by name (read-only).
         flow_name, run_id: the run's identity.
-        step: the step being run (``None`` for the run's root context).
+        step: the step being run (``None`` for the caller's root context).
+        parent: the enclosing step's context (``None`` at the root).
+        started: when the step started, on anyio's clock.
         timeout: the step's resolved budget in seconds (``None`` = unbounded).
-        deadline: the effective deadline on anyio's clock (``math.inf`` if none).
-        attempt: the current attempt (1-based).
-        iteration: for a loop body, the 0-based iteration; else ``None``.
+        deadline: the effective deadline on anyio's clock (``math.inf`` if none): the
+            earliest of the step's own deadline and every enclosing one.
+        remaining(): seconds left before that deadline; elapsed(): since the step started.
+        attempt: the current attempt (1-based; 0 before the first).
+        iteration: for a step inside a loop body, the loop's 0-based iteration.
+        index: the step's position among its parent's tracked children, if tracked.
+
+    The executor API (:meth:`run_child`, :meth:`track_children`, :meth:`call`, ...) is for
+    step executors, built-in and user-registered alike; see each method.
     """
 
-    __slots__ = (
+    # Internal state. Invariants hold from construction until the step's outcome is
+    # recorded; the deadline guard (re)sets the per-attempt ones before every attempt.
+    __slots__ = (  # noqa: RUF023 - in the order that explains them
+        # the run this execution belongs to; never changes
         "_run",
-        "attempt",
-        "cancel_reason",
-        "deadline",
-        "detached",
-        "error",
-        "index",
-        "iteration",
-        "late",
-        "overrun",
-        "own_deadline",
-        "parent",
-        "progress",
-        "scope",
-        "scoped",
-        "started",
-        "status",
-        "step",
-        "telemetry",
-        "timeout",
+        # the enclosing execution; None only for the caller's root context of a run
+        "_parent",
+        # the step definition; None only for the caller's root context
+        "_step",
+        # the resolved own budget in seconds (None = unbounded); fixed for the execution
+        "_timeout",
+        # when the execution started (anyio clock); fixed
+        "_started",
+        # when the current attempt started (== _started for the first one)
+        "_attempt_started",
+        # _attempt_started + _timeout, or inf: the step's own deadline this attempt
+        "_own_deadline",
+        # True iff _own_deadline < _parent._deadline at the attempt's start: the step owns
+        # its deadline and the guard opens a cancel scope for it (else it would only
+        # repeat an enclosing scope's deadline, at a cost)
+        "_scoped",
+        # the effective deadline: _own_deadline if _scoped else _parent._deadline; hence
+        # always <= every enclosing _deadline (deadlines nest)
+        "_deadline",
+        # the cancel scope of the current attempt while inside it, if _scoped, else None
+        "_scope",
+        # attempts started so far (0 before the first)
+        "_attempt",
+        # position among the parent's tracked children, or None
+        "_index",
+        # the enclosing loop's iteration (inherited from the parent), or None
+        "_iteration",
+        # set by the executor just before it cancels its own children (fail-fast, quorum);
+        # None otherwise. Read by cancel_cause() from the cancelled children.
+        "_cancel_reason",
+        # the children's outcomes once the executor tracks them, else None
+        "_progress",
+        # how a step that returned ended when that is not a plain success:
+        # TIMED_OUT (returned partial results after its own deadline) or FALLBACK;
+        # None while running and for plain values; reset by every attempt
+        "_status",
+        # the deadline error behind a FALLBACK / partial value, else None
+        "_error",
+        # seconds the step ran past the deadline governing it when it returned or raised
+        # instead of being stopped (None otherwise); _late is what it produced then
+        "_overrun",
+        "_late",
+        # when the step's value, error or cancellation reached the guard (anyio clock);
+        # the one end-time reading every observer uses. nan until then.
+        "_end",
+        # the executor's recovery for an expired own deadline (on_timeout="partial"),
+        # or None; reset by every attempt
+        "_recover",
     )
 
     def __init__(
@@ -140,98 +227,155 @@ class StepContext:
         run: RunState,
         parent: StepContext | None,
         step: Step | None,
-        *,
         timeout: float | None,
         started: float,
-        deadline: float,
-        own_deadline: float,
-        scoped: bool,
         index: int | None = None,
     ) -> None:
         self._run = run
-        self.parent = parent
-        self.step = step
-        self.timeout = timeout
-        self.started = started
-        self.deadline = deadline
-        self.own_deadline = own_deadline
-        self.scoped = scoped
-        self.index = index
-        self.iteration: int | None = parent.iteration if parent is not None else None
-        self.attempt = 0
-        self.cancel_reason: CancelCause | None = None
-        self.progress: ChildProgress | None = None
-        # set by the deadline guard when it returns a non-plain value
-        self.status: Status | None = None
-        self.error: BaseException | None = None
-        # the cancel scope of the current attempt, when this step owns its deadline
-        self.scope: CancelScope | None = None
-        # seconds this step ran past the deadline governing it (it returned or raised
-        # instead of being stopped: it blocked the event loop or ignored cancellation)
-        self.overrun: float | None = None
-        # what such a step produced after its deadline (value, or the exception)
-        self.late: Any = None
-        # free slot for telemetry decorators (e.g. the current span); never read by the core
-        self.telemetry: Any = None
-        self.detached = False
+        self._parent = parent
+        self._step = step
+        self._timeout = timeout
+        self._started = started
+        self._attempt_started = started
+        self._index = index
+        self._iteration: int | None = parent._iteration if parent is not None else None
+        self._attempt = 0
+        self._cancel_reason: CancelCause | None = None
+        self._progress: Progress | None = None
+        self._status: Status | None = None
+        self._error: BaseException | None = None
+        self._overrun: float | None = None
+        self._late: Any = None
+        self._end = math.nan
+        self._recover: Callable[[BaseException], Any] | None = None
+        self._scope: CancelScope | None = None
+        parent_deadline = parent._deadline if parent is not None else math.inf
+        own = started + timeout if timeout is not None else math.inf
+        self._own_deadline = own
+        self._scoped = own < parent_deadline
+        self._deadline: float = own if self._scoped else parent_deadline
 
-    # -- public, read-only view -------------------------------------------------------
+    @classmethod
+    def _root(cls, run: RunState, deadline: float) -> StepContext:
+        """The caller's context of a run: no step, the caller's effective deadline."""
+        ctx = cls(run, None, None, None, run.started)
+        ctx._deadline = deadline
+        return ctx
+
+    def __repr__(self) -> str:
+        step = self._step
+        what = f"{step.type} {step.name!r}" if step is not None else "root"
+        return f"<StepContext {what} of flow {self._run.flow.name!r}>"
+
+    # -- the read-only view -------------------------------------------------------------
     @property
     def input(self) -> Any:
+        """The flow's input (what ``run()`` was given)."""
         return self._run.input
 
     @property
     def results(self) -> Mapping[str, Any]:
-        return self._run.values
+        """Values of the steps that finished so far, by name (read-only)."""
+        return _ReadOnly(self._run.values)
 
     @property
     def flow_name(self) -> str:
+        """The flow's name."""
         return self._run.flow.name
 
     @property
-    def flow(self) -> Flow:
-        return self._run.flow
-
-    @property
     def run_id(self) -> str:
+        """The run's id."""
         return self._run.run_id
 
     @property
-    def executor(self) -> FlowExecutor:
-        return self._run.executor
+    def step(self) -> Step | None:
+        """The step being run (``None`` for the caller's root context)."""
+        return self._step
+
+    @property
+    def parent(self) -> StepContext | None:
+        """The enclosing step's context (``None`` for the root)."""
+        return self._parent
+
+    @property
+    def started(self) -> float:
+        """When the step started, on anyio's clock (``anyio.current_time()``)."""
+        return self._started
+
+    @property
+    def timeout(self) -> float | None:
+        """The step's resolved budget in seconds (``None`` = unbounded)."""
+        return self._timeout
+
+    @property
+    def deadline(self) -> float:
+        """The effective deadline on anyio's clock (``math.inf`` if none)."""
+        return self._deadline
+
+    @property
+    def attempt(self) -> int:
+        """The current attempt, 1-based (0 before the first)."""
+        return self._attempt
+
+    @property
+    def iteration(self) -> int | None:
+        """The enclosing loop's 0-based iteration, or ``None`` outside a loop."""
+        return self._iteration
+
+    @property
+    def index(self) -> int | None:
+        """The step's position among its parent's tracked children, or ``None``."""
+        return self._index
+
+    def elapsed(self) -> float:
+        """Seconds since the step started (all attempts)."""
+        return current_time() - self._started
 
     def remaining(self) -> float:
         """Seconds left before the effective deadline (``math.inf`` if none)."""
-        if self.deadline == math.inf:
+        if self._deadline == math.inf:
             return math.inf
-        return max(0.0, self.deadline - current_time())
+        return max(0.0, self._deadline - current_time())
 
-    # -- for executors --------------------------------------------------------------------
-    def track_children(self, steps: tuple[Step, ...]) -> ChildProgress:
-        """Start recording the children's outcomes (used to build partial/pending)."""
-        self.progress = ChildProgress(steps)
-        return self.progress
+    # -- the executor API ------------------------------------------------------------------
+    def run_child(self, step: Step, *, index: int | None = None) -> Awaitable[Outcome]:
+        """Run a child step under this step's deadline; await its :class:`Outcome`.
 
-    async def run_child(self, step: Step, *, index: int | None = None) -> Outcome:
-        """Run a child step under this step's deadline and return its :class:`Outcome`.
-
-        Failures and timeouts of the child come back as outcomes (``outcome.error``);
-        cancellation propagates. ``index`` is the child's position for progress tracking.
+        The child gets every rule: the deadline (never more time than this step has
+        left), retries, fallback, telemetry, hooks. Failures and timeouts of the child
+        come back as outcomes (``outcome.error``); cancellation propagates. ``index`` is
+        the child's position for :meth:`track_children`.
         """
-        return await self._run.executor._run_step(step, self, index)
+        return self._run.executor._run_step(step, self, index)
 
-    def close_children(self, cause: CancelCause) -> None:
-        """Record every tracked child that never started as cancelled with ``cause``."""
-        if self.progress is None:
+    def track_children(self, steps: tuple[Step, ...]) -> ChildProgress:
+        """Start recording the children's outcomes, by index (partial results, pending
+        children, never-started children and the counts in telemetry come from it)."""
+        progress = ChildProgress(steps)
+        self._progress = progress
+        return progress
+
+    def track(self, progress: Progress) -> None:
+        """Report this step's children through ``progress`` (for executors whose children
+        are not a fixed list, such as a loop's iterations)."""
+        self._progress = progress
+
+    def close_children(self, cause: CancelCause | None = None) -> None:
+        """Record every tracked child that never started as cancelled (``attempts == 0``)
+        with ``cause`` (by default :meth:`cancel_cause`)."""
+        progress = self._progress
+        if not isinstance(progress, ChildProgress):
             return
-        for outcome in self.progress.fill_unstarted(cause):
-            self._run.executor._record_extra(self, outcome)
+        if cause is None:
+            cause = self.cancel_cause()
+        self._run.executor._record_unstarted(self, progress.unstarted(cause))
 
-    def record_replaced(self, outcome: Outcome) -> None:
-        """Record a child outcome replaced by this step (a cut-off child's fallback)."""
-        if outcome.ok:
-            self._run.values[outcome.name] = outcome.value
-        self._run.executor._record_extra(self, outcome)
+    def cancel_children(self, scope: CancelScope, cause: CancelCause) -> None:
+        """Cancel ``scope`` (the scope the children run in), recording why: the children
+        cut off by it end ``cancelled`` with ``cause``."""
+        self._cancel_reason = cause
+        scope.cancel()
 
     def cancel_cause(self) -> CancelCause:
         """Why work under this context is being cancelled right now.
@@ -243,17 +387,73 @@ class StepContext:
         now = current_time()
         ctx: StepContext | None = self
         while ctx is not None:
-            if ctx.cancel_reason is not None:
-                return ctx.cancel_reason
-            if ctx.scoped and now >= ctx.own_deadline:
+            if ctx._cancel_reason is not None:
+                return ctx._cancel_reason
+            if ctx._scoped and now >= ctx._own_deadline:
                 return CancelCause.DEADLINE
-            ctx = ctx.parent
+            ctx = ctx._parent
         return CancelCause.OUTSIDE
 
-    async def call(self, fn: Callable[[Any], Any], arg: Any, *, inline: bool = False) -> Any:
-        """Call ``fn(arg)``: awaited if async, else in a tracked worker thread (or inline).
+    async def checkpoint(self) -> None:
+        """A checkpoint for executors: yields to the event loop, and raises the backend's
+        cancellation if the caller was cancelled or a deadline governing this step has
+        passed, even when the event loop has not acted on that deadline yet (it was
+        busy). Call it between children that may not await."""
+        now = current_time()
+        if now >= self._deadline:
+            await deliver_expired(self, now)
+        else:
+            await checkpoint()
 
-        A sync call in a worker thread is abandoned when the deadline expires (the step
-        still ends on time); the thread is counted until it finishes.
-        """
+    def set_iteration(self, iteration: int | None) -> None:
+        """Set the loop iteration this step's callables and children see."""
+        self._iteration = iteration
+
+    def on_timeout(self, recover: Callable[[BaseException], Any]) -> None:
+        """Recover from this step's own expired deadline: ``recover(error)`` returns the
+        step's value instead (the outcome is ``timed_out`` with ``recovered=True``), or
+        raises. Used by ``Parallel(on_timeout="partial")``; reset by every attempt."""
+        self._recover = recover
+
+    def record_replaced(self, outcome: Outcome) -> None:
+        """Record an outcome that replaces a child's (a cut-off child's fallback)."""
+        if outcome.ok:
+            self._run.values[outcome.name] = outcome.value
+        self._run.executor._record_unstarted(self, [outcome])
+
+    async def call(self, fn: Callable[[Any], Any], arg: Any, *, inline: bool = False) -> Any:
+        """Call a user callable ``fn(arg)``: awaited if async; if sync, run in a worker
+        thread (abandoned at the deadline, counted), or inline when ``inline`` (for fast,
+        non-blocking callables). An awaitable returned by a sync callable is awaited."""
         return await self._run.executor._workers.call(invoker_for(fn), arg, self, inline=inline)
+
+    async def call_handler(self, method: str, params: Any) -> Any:
+        """Call the handler registered for ``method`` with ``params`` (as :meth:`call`)."""
+        invoker = self._run.executor._handler(method)
+        if invoker.is_async:
+            return await invoker.fn(params)
+        return await self._run.executor._workers.call(invoker, params, self)
+
+
+class _ReadOnly(Mapping[str, Any]):
+    """A read-only view of a dict."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __repr__(self) -> str:
+        return repr(self._data)

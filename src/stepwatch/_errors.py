@@ -13,10 +13,12 @@
     ├── WorkersExhaustedError          every worker thread is held by a call abandoned at its
     │                                  deadline: a sync handler cannot start (code
     │                                  WORKERS_EXHAUSTED, retryable)
-    ├── StepTimeoutError(TimeoutError) a step's own deadline expired (code TIMEOUT); carries
-    │                                  partial / pending / outcomes for composite steps, and
-    │                                  .overrun when the step ended late instead of stopping
-    └── FlowTimeoutError(TimeoutError) the whole-flow deadline expired (code TIMEOUT)
+    └── DeadlineExceededError(TimeoutError)
+        │                              a deadline expired (code TIMEOUT, retryable): .timeout,
+        │                              .elapsed, .partial, .pending, .outcomes, and .overrun
+        │                              when the step ended late instead of stopping
+        ├── StepTimeoutError           a step's own deadline expired
+        └── FlowTimeoutError           the whole-flow deadline expired
 
 Cancellation that comes from outside the run (the caller's cancel scope, shutdown) is never
 turned into one of these: the backend's native cancellation exception propagates unchanged.
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from ._result import RunResult
 
 __all__ = [
+    "DeadlineExceededError",
     "ErrorCode",
     "FlowTimeoutError",
     "StepFailedError",
@@ -162,8 +165,19 @@ class WorkersExhaustedError(StepwatchError):
         self.abandoned: tuple[str, ...] = tuple(abandoned)
 
 
-class _DeadlineError(StepwatchError, TimeoutError):
-    """Shared shape of the two timeout errors (not public)."""
+class DeadlineExceededError(StepwatchError, TimeoutError):
+    """A deadline expired: the common base of :class:`StepTimeoutError` and
+    :class:`FlowTimeoutError` (``except DeadlineExceededError`` catches both).
+
+    Attributes:
+        timeout: the budget in seconds that expired.
+        elapsed: seconds the step (or flow) ran before it was stopped.
+        partial: values of the children that finished, by name, in declaration order.
+        pending: names of the children that had not finished.
+        outcomes: every child's :class:`Outcome`, by name.
+        overrun: seconds it ran past its deadline when it ended late instead of being
+            stopped, else ``None``.
+    """
 
     code = ErrorCode.TIMEOUT
     retryable = True
@@ -190,7 +204,7 @@ class _DeadlineError(StepwatchError, TimeoutError):
         self.overrun = overrun
 
 
-class StepTimeoutError(_DeadlineError):
+class StepTimeoutError(DeadlineExceededError):
     """A step's own deadline expired; raised by the step that owns that deadline.
 
     Attributes:
@@ -205,7 +219,7 @@ class StepTimeoutError(_DeadlineError):
     """
 
 
-class FlowTimeoutError(_DeadlineError):
+class FlowTimeoutError(DeadlineExceededError):
     """The whole-flow deadline (``Flow(timeout=...)``) expired.
 
     Attributes:

@@ -1,49 +1,97 @@
-"""FlowExecutor: the registry of step executors, plans, and ``run()``."""
+"""FlowExecutor: the registry of step executors, plans, and the one path every step takes.
+
+The core knows no particular step type and no telemetry: the built-in executors and the
+telemetry integration reach it through :func:`set_defaults`, called once by the package
+(``stepwatch/__init__.py``), as anyio's core reaches its backends only through their
+interface. Everything an observer needs about a step that ended is built here once, as a
+:class:`~stepwatch.StepEnded`.
+"""
 
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
+import threading
 import uuid
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio import current_effective_deadline, current_time
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._checkpoints import enter
-from ._context import RunState, StepContext
+from ._context import ChildProgress, RunState, StepContext
 from ._errors import StepFailedError, StepwatchError, ValidationError
 from ._guard import DeadlineGuard
 from ._outcome import CancelCause, Outcome, Status
-from ._protocols import ExecutorDecorator, StepExecutor, StepHook
+from ._protocols import ExecutorDecorator, Instrumentation, StepExecutor, StepHook
+from ._record import (
+    DEFAULT_NEAR_TIMEOUT,
+    StepEnded,
+    arose_here,
+    budget_ratio,
+    child_counts,
+    error_type,
+)
 from ._result import RunResult
 from ._retry import is_retryable
-from ._steps import Flow, Request, Step
+from ._steps import Flow, Step, _FlowStep
 from ._timeouts import TimeoutOptions, TimeoutValue, coerce_options, resolve_timeout
 from ._workers import DEFAULT_MAX_THREADS, Invoker, WorkerTracker, invoker_for
-from .telemetry import MetricsConfig, TracingConfig, build_decorators
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
     from prometheus_client import CollectorRegistry
 
-__all__ = ["FlowExecutor"]
+__all__ = ["FlowExecutor", "TelemetryOptions", "set_defaults"]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class FlowStep(Step):
-    """The root of a run: runs the flow's steps in order under the whole-flow deadline."""
+@dataclass(frozen=True, slots=True)
+class TelemetryOptions:
+    """The telemetry arguments of a :class:`FlowExecutor`, handed to the instrumentation
+    factory as given (it validates them)."""
 
-    type: ClassVar[str] = "flow"
+    tracing: Any
+    tracer_provider: Any
+    metrics: Any
+    registry: Any
+    logging: Any
+    near_timeout: float | None
+    step_types: frozenset[str]
 
-    steps: tuple[Step, ...]
 
-    def children(self) -> tuple[Step, ...]:
-        return self.steps
+InstrumentationFactory = Callable[[TelemetryOptions, WorkerTracker], Instrumentation | None]
+
+
+class _Defaults:
+    """What the package plugs into the core once (see the module docstring)."""
+
+    __slots__ = ("executors", "instrumentation", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.executors: Callable[[], dict[str, StepExecutor]] = dict
+        self.instrumentation: InstrumentationFactory | None = None
+
+
+_defaults = _Defaults()
+
+
+def set_defaults(
+    *,
+    executors: Callable[[], dict[str, StepExecutor]],
+    instrumentation: InstrumentationFactory | None,
+) -> None:
+    """Plug the built-in executors and the telemetry into every later FlowExecutor
+    (internal: called by ``stepwatch/__init__.py``)."""
+    with _defaults.lock:
+        _defaults.executors = executors
+        _defaults.instrumentation = instrumentation
 
 
 def _retryable(step: Step, exc: Exception) -> bool:
@@ -56,62 +104,77 @@ class _Plan:
 
     __slots__ = ("entries", "root")
 
-    def __init__(self, root: FlowStep, entries: dict[int, tuple[StepExecutor, float | None]]):
+    def __init__(
+        self, root: _FlowStep, entries: dict[int, tuple[StepExecutor, float | None]]
+    ) -> None:
         self.root = root
         self.entries = entries
 
 
-def _check_options(
-    tracing: object,
-    metrics: object,
-    logging: object,
-    decorators: tuple[object, ...],
-    hooks: tuple[object, ...],
-) -> None:
-    """Reject option values of the wrong type (``tracing="off"`` would mean on)."""
-    for name, value, config in (
-        ("tracing", tracing, TracingConfig),
-        ("metrics", metrics, MetricsConfig),
-        ("logging", logging, None),
-    ):
-        if isinstance(value, bool) or (config is not None and isinstance(value, config)):
-            continue
-        also = f" or a {config.__name__}" if config is not None else ""
+class _LegacyHook:
+    """Calls a hook written for ``step_finished(outcome, ctx)`` (deprecated)."""
+
+    __slots__ = ("hook",)
+
+    def __init__(self, hook: Any) -> None:
+        self.hook = hook
+
+    def step_finished(self, record: StepEnded, /) -> None:
+        self.hook.step_finished(record.outcome, record.context)
+
+
+def _hook(value: object, where: str) -> StepHook:
+    method = getattr(value, "step_finished", None)
+    if not callable(method):
         raise ValidationError(
-            f"FlowExecutor.{name} must be True, False{also}; got {value!r}",
-            field=name,
+            f"{where} must be a StepHook (with a step_finished(record) method); got {value!r}",
+            field=where,
             value=value,
         )
-    checks: tuple[tuple[str, tuple[object, ...], Callable[[object], bool], str], ...] = (
-        ("decorators", decorators, callable, "a callable executor decorator"),
-        ("hooks", hooks, _is_hook, "a StepHook (with a step_finished(outcome, ctx) method)"),
-    )
-    for name, items, check, what in checks:
-        for i, item in enumerate(items):
-            if not check(item):
-                raise ValidationError(
-                    f"FlowExecutor.{name}[{i}] must be {what}; got {item!r}",
-                    field=f"{name}[{i}]",
-                    value=item,
-                )
+    try:
+        params = [
+            p
+            for p in inspect.signature(method).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+    except (TypeError, ValueError):
+        params = []
+    if len(params) >= 2:
+        warnings.warn(
+            f"{where}: step_finished(outcome, ctx) is deprecated; write "
+            "step_finished(record) and read record.outcome and record.context",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        return _LegacyHook(value)
+    return value  # type: ignore[return-value]
 
 
 def _items(name: str, items: Any) -> tuple[Any, ...]:
     if isinstance(items, str | bytes) or not isinstance(items, Iterable):
         raise ValidationError(
-            f"FlowExecutor.{name} must be a list; got {items!r}", field=name, value=items
+            f"FlowExecutor.{name} must be a list; got {items!r}",
+            field=f"FlowExecutor.{name}",
+            value=items,
         )
     return tuple(items)
 
 
-def _is_hook(value: object) -> bool:
-    return callable(getattr(value, "step_finished", None))
-
-
-def _default_executors() -> dict[str, StepExecutor]:
-    from .executors import default_executors
-
-    return default_executors()
+def _near(value: object) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or math.isnan(value)
+        or not 0 < value <= 1
+    ):
+        raise ValidationError(
+            f"FlowExecutor.near_timeout must be a number in (0, 1] or None; got {value!r}",
+            field="FlowExecutor.near_timeout",
+            value=value,
+        )
+    return float(value)
 
 
 class FlowExecutor:
@@ -122,19 +185,23 @@ class FlowExecutor:
             in worker threads, abandoned at their deadline).
         timeouts: executor-level per-type timeouts (a :class:`TimeoutOptions` or one
             number used as the default); below the flow's options in the resolution order.
-        decorators: extra :class:`ExecutorDecorator` s wrapped around every executor,
-            built-in and user-registered alike (inside the telemetry decorators).
-        hooks: :class:`StepHook` s told about every outcome.
+        decorators: :class:`ExecutorDecorator` s wrapped around every executor, built-in
+            and user-registered alike (outside the deadline guard).
+        hooks: :class:`StepHook` s told about every step that ends
+            (``hook.step_finished(record)`` with a :class:`StepEnded`).
         tracing: ``False`` switches spans off; a :class:`~stepwatch.telemetry.TracingConfig`
             sets options.
         tracer_provider: OpenTelemetry ``TracerProvider``; the global one if ``None``.
         metrics: ``False`` switches metrics off; a
             :class:`~stepwatch.telemetry.MetricsConfig` sets options.
         registry: prometheus-client ``CollectorRegistry``; the default one if ``None``.
-        logging: ``False`` switches the structlog events off.
+        logging: ``False`` switches the log events off.
         max_threads: at most this many sync handlers run at once in worker threads; a
             thread abandoned at its deadline keeps its place until its function returns
             (see :class:`WorkerTracker`).
+        near_timeout: share of its budget above which a step that succeeded or failed is
+            *near its timeout*: one setting for the span event, the log event and the
+            budget-ratio histogram's bucket edge; ``None`` switches it off.
 
     Raises:
         ValidationError: a handler that is not callable, a bad timeout value, an option of
@@ -151,56 +218,81 @@ class FlowExecutor:
         timeouts: TimeoutOptions | TimeoutValue = None,
         decorators: Iterable[ExecutorDecorator] = (),
         hooks: Iterable[StepHook] = (),
-        tracing: bool | TracingConfig = True,
+        tracing: Any = True,
         tracer_provider: TracerProvider | None = None,
-        metrics: bool | MetricsConfig = True,
+        metrics: Any = True,
         registry: CollectorRegistry | None = None,
         logging: bool = True,
         max_threads: int = DEFAULT_MAX_THREADS,
+        near_timeout: float | None = DEFAULT_NEAR_TIMEOUT,
     ) -> None:
-        decorators = _items("decorators", decorators)
-        hooks = _items("hooks", hooks)
-        _check_options(tracing, metrics, logging, decorators, hooks)
         handlers = {} if handlers is None else handlers
         if not isinstance(handlers, Mapping):
             raise ValidationError(
                 f"FlowExecutor.handlers must be a mapping of method name to callable; "
                 f"got {handlers!r}",
-                field="handlers",
+                field="FlowExecutor.handlers",
                 value=handlers,
             )
+        decorators = _items("decorators", decorators)
+        for i, decorator in enumerate(decorators):
+            if not callable(decorator):
+                raise ValidationError(
+                    f"FlowExecutor.decorators[{i}] must be a callable executor decorator; "
+                    f"got {decorator!r}",
+                    field=f"FlowExecutor.decorators[{i}]",
+                    value=decorator,
+                )
+        self._hooks: tuple[StepHook, ...] = tuple(
+            _hook(h, f"FlowExecutor.hooks[{i}]") for i, h in enumerate(_items("hooks", hooks))
+        )
+        self._near = _near(near_timeout)
         self._handlers: dict[str, Invoker] = {}
         self._plans: weakref.WeakKeyDictionary[Flow, _Plan] = weakref.WeakKeyDictionary()
         for method, handler in handlers.items():
             self.add_handler(method, handler)
-        self.timeouts = coerce_options("FlowExecutor.timeouts", timeouts)
+        self._timeouts = coerce_options("FlowExecutor.timeouts", timeouts)
         self._decorators: list[ExecutorDecorator] = list(decorators)
-        self._hooks: tuple[StepHook, ...] = tuple(hooks)
-        self._executors: dict[str, StepExecutor] = _default_executors()
+        self._executors: dict[str, StepExecutor] = _defaults.executors()
         self._chains: dict[str, StepExecutor] = {}
         self._workers = WorkerTracker(max_threads)
-        self._telemetry: list[ExecutorDecorator] = build_decorators(
-            workers=self._workers,
+        factory = _defaults.instrumentation
+        options = TelemetryOptions(
             tracing=tracing,
             tracer_provider=tracer_provider,
             metrics=metrics,
             registry=registry,
             logging=logging,
+            near_timeout=self._near,
+            step_types=frozenset(self._executors),
+        )
+        self._instrumentation: Instrumentation | None = (
+            factory(options, self._workers) if factory is not None else None
         )
 
     # -- configuration -------------------------------------------------------------------
+    @property
+    def timeouts(self) -> TimeoutOptions | None:
+        """The executor-level timeouts; assigning new ones applies to the next runs."""
+        return self._timeouts
+
+    @timeouts.setter
+    def timeouts(self, value: TimeoutOptions | TimeoutValue) -> None:
+        self._timeouts = coerce_options("FlowExecutor.timeouts", value)
+        self._plans.clear()
+
     def add_handler(self, method: str, handler: Callable[[Any], Any]) -> None:
         """Register (or replace) the handler for ``method``."""
         if not isinstance(method, str) or not method:
             raise ValidationError(
                 f"handler names must be non-empty strings; got {method!r}",
-                field="handlers",
+                field="FlowExecutor.handlers",
                 value=method,
             )
         if not callable(handler):
             raise ValidationError(
                 f"handler {method!r} must be callable; got {handler!r}",
-                field=f"handlers[{method!r}]",
+                field=f"FlowExecutor.handlers[{method!r}]",
                 value=handler,
             )
         self._handlers[method] = invoker_for(handler)
@@ -222,14 +314,14 @@ class FlowExecutor:
             raise ValidationError(
                 f"executor for step type {name!r} must have can_execute(step) and async "
                 f"execute(step, ctx); got {executor!r}",
-                field="executor",
+                field="FlowExecutor.register.executor",
                 value=executor,
             )
         if name in self._executors and not replace:
             raise ValidationError(
                 f"an executor for step type {name!r} is already registered; pass "
                 "replace=True to replace it",
-                field="step_type",
+                field="FlowExecutor.register.step_type",
                 value=name,
             )
         self._executors[name] = executor
@@ -238,32 +330,40 @@ class FlowExecutor:
 
     def add_decorator(self, decorator: ExecutorDecorator) -> None:
         """Wrap every executor (present and future) in ``decorator``."""
+        if not callable(decorator):
+            raise ValidationError(
+                f"a decorator must be callable; got {decorator!r}",
+                field="FlowExecutor.decorators",
+                value=decorator,
+            )
         self._decorators.append(decorator)
         self._chains.clear()
         self._plans.clear()
 
     @property
     def workers(self) -> WorkerTracker:
-        """Counts of worker threads abandoned at a deadline (see :class:`WorkerTracker`)."""
+        """The worker threads of sync callables and their counts (see
+        :class:`WorkerTracker`)."""
         return self._workers
-
-    def _all_decorators(self) -> list[ExecutorDecorator]:
-        return [*self._decorators, *self._telemetry]
 
     def _chain(self, step_type: str) -> StepExecutor:
         chain = self._chains.get(step_type)
         if chain is None:
-            if step_type == "flow":
-                from .executors.sequence import FlowRootExecutor
-
-                raw: StepExecutor = FlowRootExecutor()
-            else:
-                raw = self._executors[step_type]
-            chain = DeadlineGuard(raw)
-            for decorator in self._all_decorators():
+            chain = DeadlineGuard(self._executors[step_type])
+            for decorator in self._decorators:
                 chain = decorator(chain)
             self._chains[step_type] = chain
         return chain
+
+    def _handler(self, method: str) -> Invoker:
+        try:
+            return self._handlers[method]
+        except KeyError:
+            raise ValidationError(
+                f"no handler registered for method {method!r}",
+                field="FlowExecutor.handlers",
+                value=method,
+            ) from None
 
     # -- planning ----------------------------------------------------------------------------
     def _plan(self, flow: Flow) -> _Plan:
@@ -277,19 +377,21 @@ class FlowExecutor:
         if not isinstance(flow, Flow):
             raise ValidationError(
                 f"run() needs a stepwatch.Flow; got {flow!r} ({type(flow).__name__})",
-                field="flow",
+                field="FlowExecutor.run.flow",
                 value=flow,
             )
-        root = FlowStep(flow.name, flow.steps, timeout=flow.timeout)
+        root = _FlowStep(flow.name, flow.steps, timeout=flow.timeout)
         entries: dict[int, tuple[StepExecutor, float | None]] = {
-            id(root): (self._chain("flow"), flow.timeout)
+            id(root): (self._entry(root, flow), flow.timeout)
         }
         for step in flow.walk():
             entries[id(step)] = (self._entry(step, flow), self._timeout(step, flow))
         return _Plan(root, entries)
 
     def _timeout(self, step: Step, flow: Flow) -> float | None:
-        return resolve_timeout(step.type, step.timeout_seconds, flow.timeouts, self.timeouts)
+        return resolve_timeout(
+            step.type, step.timeout_seconds, step.default_timeout, flow.timeouts, self._timeouts
+        )
 
     def _entry(self, step: Step, flow: Flow) -> StepExecutor:
         raw = self._executors.get(step.type)
@@ -298,24 +400,25 @@ class FlowExecutor:
             raise ValidationError(
                 f"{where}: no executor is registered for step type {step.type!r} (known: "
                 f"{', '.join(sorted(self._executors))}); use FlowExecutor.register()",
-                field="step_type",
+                field=f"{step.name}.type",
                 value=step.type,
             )
         if not raw.can_execute(step):
             raise ValidationError(
                 f"{where}: the executor registered for {step.type!r} ({raw!r}) cannot execute it",
-                field="step_type",
+                field=f"{step.name}.type",
                 value=step.type,
             )
-        if isinstance(step, Request) and step.method not in self._handlers:
-            close = difflib.get_close_matches(step.method, self._handlers, n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            known = ", ".join(map(repr, sorted(self._handlers))) or "none"
-            raise ValidationError(
-                f"{where}: no handler registered for method {step.method!r} (known: {known}){hint}",
-                field=f"{step.name}.method",
-                value=step.method,
-            )
+        for method in step.handlers():
+            if method not in self._handlers:
+                close = difflib.get_close_matches(method, self._handlers, n=3)
+                hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+                known = ", ".join(map(repr, sorted(self._handlers))) or "none"
+                raise ValidationError(
+                    f"{where}: no handler registered for method {method!r} (known: {known}){hint}",
+                    field=f"{step.name}.method",
+                    value=method,
+                )
         return self._chain(step.type)
 
     def validate(self, flow: Flow) -> None:
@@ -331,6 +434,9 @@ class FlowExecutor:
     async def run(self, flow: Flow, input: Any = None, *, run_id: str | None = None) -> RunResult:
         """Run ``flow`` with ``input`` and return its :class:`RunResult`.
 
+        ``run()`` is a checkpoint: if the caller has already been cancelled (or its
+        deadline has passed) the cancellation is raised and no handler is called.
+
         Raises:
             ValidationError: the flow does not fit this executor (checked before anything
                 runs).
@@ -343,41 +449,27 @@ class FlowExecutor:
         """
         plan = self._plan(flow)
         run = RunState(self, flow, plan, input, run_id or uuid.uuid4().hex)
-        caller = StepContext(
-            run,
-            None,
-            None,
-            timeout=None,
-            started=run.started,
-            deadline=current_effective_deadline(),
-            own_deadline=math.inf,
-            scoped=False,
-        )
+        caller = StepContext._root(run, current_effective_deadline())
         outcome = await self._run_step(plan.root, caller, None)
         # a cancel point at the end too: a handler that swallowed the caller's cancel
         # must not turn it into a normal return
         await checkpoint_if_cancelled()
-        result = self._result(run, outcome)
+        values = run.values
+        result = RunResult(
+            flow_name=flow.name,
+            run_id=run.run_id,
+            values=values,
+            outcomes=run.outcomes,
+            elapsed=outcome.elapsed,
+            output=values.get(flow.steps[-1].name),
+            input=input,
+        )
         if outcome.error is not None and not outcome.recovered:
             error = outcome.error
             if isinstance(error, StepwatchError):
                 error.result = result
             raise error
         return result
-
-    @staticmethod
-    def _result(run: RunState, outcome: Outcome) -> RunResult:
-        values = run.values
-        last = run.flow.steps[-1].name
-        return RunResult(
-            flow_name=run.flow.name,
-            run_id=run.run_id,
-            values=values,
-            outcomes=run.outcomes,
-            elapsed=outcome.elapsed,
-            output=values.get(last),
-            input=run.input,
-        )
 
     async def _run_step(self, step: Step, parent: StepContext, index: int | None) -> Outcome:
         """Run one step under ``parent``: the single path every step takes."""
@@ -387,47 +479,40 @@ class FlowExecutor:
             entry = (self._entry(step, run.flow), self._timeout(step, run.flow))
         chain, timeout = entry
         now = await enter(parent)  # a checkpoint: the step may never start
-        own = now + timeout if timeout is not None else math.inf
-        parent_deadline = parent.deadline
-        scoped = own < parent_deadline
-        ctx = StepContext(
-            run,
-            parent,
-            step,
-            timeout=timeout,
-            started=now,
-            deadline=own if scoped else parent_deadline,
-            own_deadline=own,
-            scoped=scoped,
-            index=index,
-        )
+        ctx = StepContext(run, parent, step, timeout, now, index)
+        instrumentation = self._instrumentation
+        token: object = None
+        if instrumentation is not None:
+            try:
+                token = instrumentation.step_started(ctx)
+            except Exception:  # telemetry never breaks a flow
+                token = None
         try:
             value = await chain.execute(step, ctx)
         except anyio.get_cancelled_exc_class():
-            end = current_time()
-            if ctx.scoped and end >= ctx.own_deadline:
-                cause = CancelCause.DEADLINE
-            else:
-                cause = parent.cancel_cause()
-            late = ctx.late
-            self._record(
-                ctx,
-                Outcome(
-                    step.name,
-                    step.type,
-                    Status.CANCELLED,
-                    value=late if not isinstance(late, BaseException) else None,
-                    error=late if isinstance(late, BaseException) else None,
-                    elapsed=end - now,
-                    attempts=ctx.attempt,
-                    cause=cause,
-                    timeout=timeout,
-                    overrun=ctx.overrun,
-                ),
+            end = _end_of(ctx)
+            owned = ctx._scoped and end >= ctx._own_deadline
+            cause = _DEADLINE if owned else parent.cancel_cause()
+            late = ctx._late
+            failed = isinstance(late, BaseException)
+            outcome = Outcome(
+                step.name,
+                step.type,
+                Status.CANCELLED,
+                None if failed else late,
+                late if failed else None,
+                end - now,
+                ctx._attempt,
+                cause,
+                timeout,
+                False,
+                ctx._overrun,
             )
+            self._ended(ctx, outcome, end, instrumentation, token, late if failed else None)
             raise
         except Exception as exc:
-            status = Status.TIMED_OUT if ctx.status is Status.TIMED_OUT else Status.FAILED
+            end = _end_of(ctx)
+            status = Status.TIMED_OUT if ctx._status is Status.TIMED_OUT else Status.FAILED
             error: Exception = exc
             if not isinstance(exc, StepwatchError):
                 error = StepFailedError(
@@ -435,76 +520,189 @@ class FlowExecutor:
                     step_name=step.name,
                     step_type=step.type,
                     errors=(exc,),
-                    attempts=ctx.attempt,
-                    elapsed=current_time() - now,
+                    attempts=ctx._attempt,
+                    elapsed=end - now,
                     retryable=_retryable(step, exc),
                 )
                 error.__cause__ = exc
-            return self._record(
-                ctx,
-                Outcome(
-                    step.name,
-                    step.type,
-                    status,
-                    value=ctx.late if status is Status.TIMED_OUT else None,
-                    error=error,
-                    elapsed=current_time() - now,
-                    attempts=ctx.attempt,
-                    timeout=timeout,
-                    overrun=ctx.overrun,
-                ),
+            outcome = Outcome(
+                step.name,
+                step.type,
+                status,
+                ctx._late if status is Status.TIMED_OUT else None,
+                error,
+                end - now,
+                ctx._attempt,
+                None,
+                timeout,
+                False,
+                ctx._overrun,
             )
+            self._ended(ctx, outcome, end, instrumentation, token, exc)
+            return outcome
         except BaseException as exc:  # KeyboardInterrupt, SystemExit: recorded, then raised
-            self._record(
-                ctx,
-                Outcome(
-                    step.name,
-                    step.type,
-                    Status.FAILED,
-                    error=exc,
-                    elapsed=current_time() - now,
-                    attempts=ctx.attempt,
-                    timeout=timeout,
-                ),
+            end = _end_of(ctx)
+            outcome = Outcome(
+                step.name,
+                step.type,
+                Status.FAILED,
+                None,
+                exc,
+                end - now,
+                ctx._attempt,
+                None,
+                timeout,
             )
+            self._ended(ctx, outcome, end, instrumentation, token, exc)
             raise
-        status = ctx.status or Status.SUCCEEDED
-        recovered = status is not Status.SUCCEEDED
+        end = _end_of(ctx)
+        recovered = ctx._status
         outcome = Outcome(
             step.name,
             step.type,
-            status,
-            value=value,
-            error=ctx.error,
-            elapsed=current_time() - now,
-            attempts=ctx.attempt,
-            timeout=timeout,
-            recovered=recovered,
-            overrun=ctx.overrun,
+            _SUCCEEDED if recovered is None else recovered,
+            value,
+            ctx._error,
+            end - now,
+            ctx._attempt,
+            None,
+            timeout,
+            recovered is not None,
+            ctx._overrun,
         )
-        if parent.step is not None:
+        if parent._step is not None:
             run.values[step.name] = value
-        return self._record(ctx, outcome)
-
-    def _record(self, ctx: StepContext, outcome: Outcome) -> Outcome:
-        parent = ctx.parent
-        if parent is not None and parent.step is not None:
-            ctx._run.outcomes[outcome.name] = outcome
-            if ctx.index is not None and parent.progress is not None:
-                parent.progress.record(ctx.index, outcome)
-        if self._hooks:
-            self._notify(outcome, ctx)
+        self._ended(ctx, outcome, end, instrumentation, token, ctx._error)
         return outcome
 
-    def _record_extra(self, ctx: StepContext, outcome: Outcome) -> None:
-        """Record an outcome made by a composite for a child (unstarted, replaced)."""
-        ctx._run.outcomes[outcome.name] = outcome
-        if self._hooks:
-            self._notify(outcome, ctx)
+    def _ended(
+        self,
+        ctx: StepContext,
+        outcome: Outcome,
+        end: float,
+        instrumentation: Instrumentation | None,
+        token: object,
+        raised: BaseException | None,
+    ) -> None:
+        """Record ``outcome``; tell the instrumentation and the hooks (never raises).
 
-    def _notify(self, outcome: Outcome, ctx: StepContext) -> None:
-        for hook in self._hooks:
+        ``raised`` is the exception as the step raised it (see StepEnded.exception)."""
+        parent = ctx._parent
+        assert parent is not None
+        assert ctx._step is not None
+        if parent._step is not None:
+            ctx._run.outcomes[outcome.name] = outcome
+            progress = parent._progress
+            if ctx._index is not None and progress is not None:
+                progress.record(ctx._index, outcome)  # type: ignore[attr-defined]
+        hooks = self._hooks
+        if instrumentation is None and not hooks:
+            return
+        try:
+            record = self._record(ctx._step, ctx, outcome, end, raised)
+        except Exception:  # pragma: no cover - a bug here must not break a flow
+            return
+        if instrumentation is not None:
+            try:  # noqa: SIM105 - hot path: suppress() would build an object per step
+                instrumentation.step_ended(record, token)
+            except Exception:
+                pass
+        for hook in hooks:
             try:
-                hook.step_finished(outcome, ctx)
+                hook.step_finished(record)
             except Exception:  # a hook never breaks a flow
                 continue
+
+    def _record(
+        self,
+        step: Step,
+        ctx: StepContext,
+        outcome: Outcome,
+        end: float,
+        raised: BaseException | None = None,
+    ) -> StepEnded:
+        """Build the one record of a step that ended (see StepEnded)."""
+        status = outcome.status
+        if status is _SUCCEEDED:
+            ratio = budget_ratio(status, outcome.timeout, end - ctx._attempt_started)
+            near = self._near
+            children = None
+            cancelled = None
+            if step.concurrent and isinstance(ctx._progress, ChildProgress):
+                children, cancelled = child_counts(ctx._progress.outcomes)
+            return StepEnded(
+                step,
+                ctx,
+                outcome,
+                end,
+                None,
+                None,
+                False,
+                ratio,
+                near is not None and ratio is not None and ratio > near,
+                (),
+                children,
+                cancelled,
+            )
+        error = outcome.error
+        ratio = (
+            budget_ratio(status, outcome.timeout, end - ctx._attempt_started)
+            if outcome.attempts
+            else None
+        )
+        near = self._near
+        pending: tuple[str, ...] = ()
+        if status is Status.TIMED_OUT or status is Status.FALLBACK:
+            found = getattr(error, "pending", None)
+            if found is not None:
+                pending = tuple(found)
+            elif ctx._progress is not None and ctx._step is step:
+                pending = tuple(ctx._progress.pending())
+        children = cancelled = None
+        if ctx._step is step and step.concurrent and isinstance(ctx._progress, ChildProgress):
+            children, cancelled = child_counts(ctx._progress.outcomes)
+        return StepEnded(
+            step,
+            ctx,
+            outcome,
+            end,
+            raised,
+            error_type(status, raised, outcome.overrun),
+            status is not Status.CANCELLED and arose_here(step, raised),
+            ratio,
+            status is Status.FAILED and near is not None and ratio is not None and ratio > near,
+            pending,
+            children,
+            cancelled,
+        )
+
+    def _record_unstarted(self, ctx: StepContext, outcomes: list[Outcome]) -> None:
+        """Record outcomes a composite made for its children (never started, replaced)."""
+        run = ctx._run
+        hooks = self._hooks
+        progress = ctx._progress
+        steps = progress.steps if isinstance(progress, ChildProgress) else ()
+        by_name = {s.name: s for s in steps} if hooks else {}
+        for outcome in outcomes:
+            run.outcomes[outcome.name] = outcome
+            if not hooks:
+                continue
+            step = by_name.get(outcome.name)
+            if step is None:
+                continue
+            record = StepEnded(step, ctx, outcome, ctx._end if ctx._end == ctx._end else 0.0)
+            for hook in hooks:
+                try:
+                    hook.step_finished(record)
+                except Exception:
+                    continue
+
+
+_SUCCEEDED = Status.SUCCEEDED
+_DEADLINE = CancelCause.DEADLINE
+
+
+def _end_of(ctx: StepContext) -> float:
+    """The end time the guard stamped (read the clock only if nothing stamped it)."""
+    end = ctx._end
+    return end if end == end else current_time()

@@ -2,9 +2,11 @@
 
 It owns a step's deadline (one anyio cancel scope, opened only when the step's own
 deadline is earlier than what its parent has left), turns the expiry of that deadline into
-:class:`StepTimeoutError` / :class:`FlowTimeoutError`, retries retryable errors with
-backoff that never sleeps past the enclosing deadline, and applies ``fallback`` and
-``on_timeout="partial"``.
+:class:`StepTimeoutError` / :class:`FlowTimeoutError`, treats a value or error that
+arrives after the deadline governing it as what it is (see ``_checkpoints``), retries
+retryable errors with backoff that never sleeps past the enclosing deadline, and applies
+``fallback`` and the executor's timeout recovery (``StepContext.on_timeout``). It knows
+no particular step type.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from typing import TYPE_CHECKING, Any
 from anyio import CancelScope, current_time, sleep
 
 from ._checkpoints import cancelled_for_real, deliver_expired
-from ._errors import FlowTimeoutError, StepFailedError, StepTimeoutError
-from ._outcome import CancelCause, Outcome, Status
+from ._errors import DeadlineExceededError, FlowTimeoutError, StepFailedError, StepTimeoutError
+from ._outcome import Status
 from ._steps import NO_FALLBACK, Step
 
 if TYPE_CHECKING:
     from ._context import StepContext
     from ._protocols import StepExecutor
 
-__all__ = ["DeadlineGuard"]
+__all__ = ["FLOW", "DeadlineGuard"]
+
+FLOW = "flow"
+"""The step type of a run's root step (the flow itself)."""
 
 
 def _fmt(seconds: float | None) -> str:
@@ -41,95 +46,136 @@ class DeadlineGuard:
     def __init__(self, inner: StepExecutor) -> None:
         self.inner = inner
 
+    def __repr__(self) -> str:
+        return f"guarded({self.inner!r})"
+
     def can_execute(self, step: Step) -> bool:
         return self.inner.can_execute(step)
 
     async def execute(self, step: Step, ctx: StepContext) -> Any:
-        policy = step.retry_policy
-        inner = self.inner
-        attempt = 0
-        while True:
-            attempt += 1
-            if attempt > 1:
-                _restart(ctx)
-            ctx.attempt = attempt
-            error: Exception
-            failed: Exception | None = None
-            try:
-                if not ctx.scoped:
-                    try:
-                        value = await inner.execute(step, ctx)
-                    except asyncio.CancelledError as exc:
-                        if cancelled_for_real(exc):
-                            raise
-                        failed = _spurious_cancel(step, ctx, exc)
-                    except Exception as exc:
-                        failed = exc
-                    await _cut_off(ctx, current_time(), failed if failed is not None else value)
-                    if failed is not None:
-                        raise failed
-                    return value
-                with CancelScope(deadline=ctx.own_deadline) as scope:
-                    ctx.scope = scope
-                    try:
-                        value = await inner.execute(step, ctx)
-                    except asyncio.CancelledError as exc:
-                        if cancelled_for_real(exc):
-                            raise
-                        failed = _spurious_cancel(step, ctx, exc)
-                    except Exception as exc:
-                        failed = exc
-                    end = current_time()
-                if scope.cancelled_caught:  # stopped by its own deadline
-                    await _cut_off(ctx, current_time(), None, produced=False)
-                    error = _timeout_error(step, ctx)
-                else:
-                    await _cut_off(ctx, end, failed if failed is not None else value)
-                    if end < ctx.own_deadline:
+        try:
+            policy = step.retry_policy
+            inner = self.inner
+            while True:
+                ctx._attempt += 1
+                if ctx._attempt > 1:
+                    _restart(ctx)
+                error: Exception
+                failed: Exception | None = None
+                try:
+                    if not ctx._scoped:
+                        try:
+                            value = await inner.execute(step, ctx)
+                        except asyncio.CancelledError as exc:
+                            if cancelled_for_real(exc):
+                                raise
+                            failed = _spurious_cancel(step, ctx, exc)
+                        except Exception as exc:
+                            failed = exc
+                        end = ctx._end = current_time()
+                        if end >= ctx._deadline:  # after the enclosing deadline: cut off
+                            await _cut_off(ctx, end, failed if failed is not None else value)
                         if failed is not None:
                             raise failed
                         return value
-                    # it returned or raised after its own deadline instead of being stopped
-                    _overran(ctx, end - ctx.own_deadline, failed if failed is not None else value)
-                    error = _timeout_error(step, ctx)
-                    if failed is not None:
-                        error.__cause__ = failed
-            except Exception as exc:
-                error = exc
-            # a failed or timed-out attempt
-            if policy is None or attempt >= policy.attempts or not policy.retry_on(error):
-                break
-            delay = policy.delay(attempt)
-            parent = ctx.parent
-            limit = parent.deadline if parent is not None else math.inf
-            if current_time() + delay >= limit:
-                if isinstance(error, StepTimeoutError | FlowTimeoutError):
-                    error.message += "; no retry: the next attempt would start after the deadline"
-                break
-            await sleep(delay)
-        return _give_up(step, ctx, error)
+                    with CancelScope(deadline=ctx._own_deadline) as scope:
+                        ctx._scope = scope
+                        try:
+                            value = await inner.execute(step, ctx)
+                        except asyncio.CancelledError as exc:
+                            if cancelled_for_real(exc):
+                                raise
+                            failed = _spurious_cancel(step, ctx, exc)
+                        except Exception as exc:
+                            failed = exc
+                        end = current_time()
+                    ctx._scope = None
+                    if scope.cancelled_caught:
+                        end = current_time()
+                    ctx._end = end
+                    parent = ctx._parent
+                    if scope.cancelled_caught:  # stopped by its own deadline
+                        if parent is not None and end >= parent._deadline:
+                            await _cut_off(ctx, end, None, produced=False)
+                        error = _timeout_error(step, ctx)
+                    else:
+                        if parent is not None and end >= parent._deadline:
+                            await _cut_off(ctx, end, failed if failed is not None else value)
+                        if end < ctx._own_deadline:
+                            if failed is not None:
+                                raise failed
+                            return value
+                        # it returned or raised after its own deadline instead of being stopped
+                        _overran(
+                            ctx, end - ctx._own_deadline, failed if failed is not None else value
+                        )
+                        error = _timeout_error(step, ctx)
+                        if failed is not None:
+                            error.__cause__ = failed
+                except Exception as exc:
+                    error = exc
+                # a failed or timed-out attempt
+                if policy is None or ctx._attempt >= policy.attempts or not policy.retry_on(error):
+                    break
+                delay = policy.delay(ctx._attempt)
+                parent = ctx._parent
+                limit = parent._deadline if parent is not None else math.inf
+                if current_time() + delay >= limit:
+                    if isinstance(error, DeadlineExceededError):
+                        error.message += (
+                            "; no retry: the next attempt would start after the deadline"
+                        )
+                    break
+                await sleep(delay)
+            return _give_up(step, ctx, error)
+
+        except BaseException:
+            if ctx._end != ctx._end:  # nan: a cancellation (or interrupt) passing through
+                ctx._end = current_time()
+            raise
+
+
+def _restart(ctx: StepContext) -> None:
+    """Give the next attempt a fresh own deadline, still clamped by the parent's."""
+    now = current_time()
+    ctx._attempt_started = now
+    ctx._progress = None
+    ctx._status = None
+    ctx._error = None
+    ctx._cancel_reason = None
+    ctx._scope = None
+    ctx._overrun = None
+    ctx._late = None
+    ctx._recover = None
+    ctx._end = math.nan
+    parent = ctx._parent
+    parent_deadline = parent._deadline if parent is not None else math.inf
+    own = now + ctx._timeout if ctx._timeout is not None else math.inf
+    ctx._own_deadline = own
+    ctx._scoped = own < parent_deadline
+    ctx._deadline = own if ctx._scoped else parent_deadline
 
 
 def _overran(ctx: StepContext, seconds: float, produced: Any) -> None:
     """Note that ``ctx``'s step ended ``seconds`` after the deadline governing it."""
-    ctx.overrun = max(0.0, seconds)
-    ctx.late = produced
+    ctx._overrun = max(0.0, seconds)
+    ctx._late = produced
     ctx._run.overruns.append(ctx)
 
 
 async def _cut_off(ctx: StepContext, end: float, result: Any, *, produced: bool = True) -> None:
-    """If a deadline enclosing ``ctx``'s step passed before the step ended at ``end``, the
-    step is cut off by it: raise the cancellation (its owner reports the timeout).
+    """A deadline enclosing ``ctx``'s step passed before the step ended at ``end``: the step
+    is cut off by it. Raise the cancellation (the deadline's owner reports the timeout).
 
     ``result`` is what the step produced (a value or an exception) when ``produced``; the
-    step then overran the deadline and that is recorded. Returns when no enclosing
-    deadline has passed.
+    step then overran the deadline and that is recorded. Returns only if no enclosing
+    deadline turned out to have passed.
     """
-    parent = ctx.parent
-    if parent is None or end < parent.deadline:
+    parent = ctx._parent
+    if parent is None or end < parent._deadline:
         return
     if produced:
-        _overran(ctx, end - parent.deadline, result)
+        _overran(ctx, end - parent._deadline, result)
     await deliver_expired(parent, end)
 
 
@@ -141,119 +187,45 @@ def _spurious_cancel(step: Step, ctx: StepContext, exc: BaseException) -> StepFa
         step_name=step.name,
         step_type=step.type,
         errors=(exc,),
-        attempts=ctx.attempt,
-        elapsed=current_time() - ctx.started,
+        attempts=ctx._attempt,
+        elapsed=current_time() - ctx._started,
     )
     error.__cause__ = exc
     return error
 
 
-def _restart(ctx: StepContext) -> None:
-    """Give the next attempt a fresh own deadline, still clamped by the parent's."""
-    now = current_time()
-    ctx.progress = None
-    ctx.status = None
-    ctx.error = None
-    ctx.cancel_reason = None
-    ctx.scope = None
-    ctx.overrun = None
-    ctx.late = None
-    parent_deadline = ctx.parent.deadline if ctx.parent is not None else math.inf
-    own = now + ctx.timeout if ctx.timeout is not None else math.inf
-    ctx.own_deadline = own
-    ctx.scoped = own < parent_deadline
-    ctx.deadline = own if ctx.scoped else parent_deadline
-
-
 def _give_up(step: Step, ctx: StepContext, error: Exception) -> Any:
-    """After the last attempt: fallback, partial results, or raise."""
-    timed_out = isinstance(error, StepTimeoutError | FlowTimeoutError) and ctx.status is (
-        Status.TIMED_OUT
-    )
-    if timed_out and step.fallback is not NO_FALLBACK:
-        ctx.status = Status.FALLBACK
-        ctx.error = error
-        return step.fallback
-    if timed_out and getattr(step, "on_timeout", None) == "partial":
-        assert isinstance(error, StepTimeoutError)
-        _raise_child_failures(step, ctx)
-        ctx.error = error
-        return _partial_with_fallbacks(ctx, error)
+    """After the last attempt: the fallback, the executor's recovery, or raise."""
+    if ctx._status is Status.TIMED_OUT and isinstance(error, DeadlineExceededError):
+        if step.fallback is not NO_FALLBACK:
+            ctx._status = Status.FALLBACK
+            ctx._error = error
+            return step.fallback
+        recover = ctx._recover
+        if recover is not None:
+            try:
+                value = recover(error)
+            except BaseException:
+                ctx._status = None  # the recovery raised: that is how the step ends
+                raise
+            ctx._error = error
+            return value
     raise error
-
-
-def _raise_child_failures(step: Step, ctx: StepContext) -> None:
-    """``on_timeout="partial"`` forgives the timeout, not children that failed before it."""
-    progress = ctx.progress
-    if progress is None or not hasattr(progress, "steps"):
-        return
-    failures = [
-        o
-        for o in progress.outcomes
-        if o is not None and not o.ok and o.status in (Status.FAILED, Status.TIMED_OUT)
-    ]
-    if not failures:
-        return
-    ctx.status = None  # the step failed; its deadline is not what it reports
-    if len(failures) == 1:
-        assert isinstance(failures[0].error, Exception)
-        raise failures[0].error
-    from .executors.parallel import group_failure
-
-    raise group_failure(step, ctx, failures)
-
-
-def _partial_with_fallbacks(ctx: StepContext, error: StepTimeoutError) -> dict[str, Any]:
-    """Partial results where cut-off children with a ``fallback`` yield their fallback."""
-    progress = ctx.progress
-    if progress is None or not hasattr(progress, "steps"):
-        return dict(error.partial)
-    partial: dict[str, Any] = {}
-    for i, outcome in enumerate(progress.outcomes):
-        if outcome is None:
-            continue
-        child: Step = progress.steps[i]
-        if outcome.ok:
-            partial[outcome.name] = outcome.value
-        elif outcome.status is Status.CANCELLED and child.fallback is not NO_FALLBACK:
-            replaced = Outcome(
-                name=outcome.name,
-                step_type=outcome.step_type,
-                status=Status.FALLBACK,
-                value=child.fallback,
-                elapsed=outcome.elapsed,
-                attempts=outcome.attempts,
-                cause=CancelCause.DEADLINE,
-                timeout=outcome.timeout,
-                recovered=True,
-            )
-            progress.outcomes[i] = replaced
-            ctx.record_replaced(replaced)
-            partial[outcome.name] = child.fallback
-    return partial
 
 
 def _timeout_error(step: Step, ctx: StepContext) -> StepTimeoutError | FlowTimeoutError:
     """Build the error for the step that owns the expired deadline."""
-    ctx.status = Status.TIMED_OUT
-    elapsed = current_time() - ctx.started
-    progress = ctx.progress
+    ctx._status = Status.TIMED_OUT
+    elapsed = ctx._end - ctx._started
+    progress = ctx._progress
     partial = progress.partial() if progress is not None else {}
     pending = progress.pending() if progress is not None else []
     outcomes = progress.by_name() if progress is not None else {}
-    timeout = ctx.timeout if ctx.timeout is not None else math.inf
-    if progress is not None and hasattr(progress, "steps"):
-        total = len(progress.steps)
-        detail = f"; {len(partial)} of {total} children finished"
-        if partial:
-            detail += f" ({', '.join(partial)})"
-        if pending:
-            detail += f"; still pending: {', '.join(pending)}"
-    else:
-        detail = ""
+    timeout = ctx._timeout if ctx._timeout is not None else math.inf
+    detail = progress.describe() if progress is not None else ""
     detail += _overrun_detail(ctx)
-    attempts = f" (attempt {ctx.attempt})" if ctx.attempt > 1 else ""
-    if step.type == "flow":
+    attempts = f" (attempt {ctx._attempt})" if ctx._attempt > 1 else ""
+    if step.type == FLOW:
         return FlowTimeoutError(
             f"flow {step.name!r} timed out after {elapsed:.3f} s: its deadline of "
             f"{_fmt(timeout)} expired{detail}",
@@ -263,7 +235,7 @@ def _timeout_error(step: Step, ctx: StepContext) -> StepTimeoutError | FlowTimeo
             partial=partial,
             pending=pending,
             outcomes=outcomes,
-            overrun=ctx.overrun,
+            overrun=ctx._overrun,
         )
     return StepTimeoutError(
         f"{step.type} step {step.name!r} timed out after {elapsed:.3f} s{attempts}: its own "
@@ -275,7 +247,7 @@ def _timeout_error(step: Step, ctx: StepContext) -> StepTimeoutError | FlowTimeo
         partial=partial,
         pending=pending,
         outcomes=outcomes,
-        overrun=ctx.overrun,
+        overrun=ctx._overrun,
     )
 
 
@@ -283,19 +255,19 @@ _MAX_NAMED = 10
 
 
 def _overrun_detail(ctx: StepContext) -> str:
-    """Name the steps under ``ctx`` (and ``ctx`` itself) that ran past their deadline."""
-    if ctx.overrun is not None:
+    """Name the steps under ``ctx`` (or ``ctx`` itself) that ran past their deadline."""
+    if ctx._overrun is not None:
         return (
-            f"; it overran its deadline by {ctx.overrun:.3f} s: it returned instead of "
+            f"; it overran its deadline by {ctx._overrun:.3f} s: it returned instead of "
             "being stopped (it held the event loop or ignored the cancellation)"
         )
     named = []
     for late in ctx._run.overruns:
-        parent = late.parent
+        parent = late._parent
         while parent is not None and parent is not ctx:
-            parent = parent.parent
-        if parent is ctx and late.step is not None and late.overrun is not None:
-            named.append(f"{late.step.name} (+{late.overrun:.3f} s)")
+            parent = parent._parent
+        if parent is ctx and late._step is not None and late._overrun is not None:
+            named.append(f"{late._step.name} (+{late._overrun:.3f} s)")
     if not named:
         return ""
     more = f" and {len(named) - _MAX_NAMED} more" if len(named) > _MAX_NAMED else ""

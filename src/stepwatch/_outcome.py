@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,35 @@ class Outcome:
     recovered: bool = False
     overrun: float | None = None
 
+    # One Outcome is made for every step execution, so its construction is on the hot
+    # path: the slots are set through their descriptors (what the generated __init__ of a
+    # frozen dataclass does through object.__setattr__, at half the cost).
+    def __init__(
+        self,
+        name: str,
+        step_type: str,
+        status: Status,
+        value: Any = None,
+        error: BaseException | None = None,
+        elapsed: float = 0.0,
+        attempts: int = 1,
+        cause: CancelCause | None = None,
+        timeout: float | None = None,
+        recovered: bool = False,
+        overrun: float | None = None,
+    ) -> None:
+        _set_name(self, name)
+        _set_step_type(self, step_type)
+        _set_status(self, status)
+        _set_value(self, value)
+        _set_error(self, error)
+        _set_elapsed(self, elapsed)
+        _set_attempts(self, attempts)
+        _set_cause(self, cause)
+        _set_timeout(self, timeout)
+        _set_recovered(self, recovered)
+        _set_overrun(self, overrun)
+
     @property
     def ok(self) -> bool:
         """True when the step produced a usable value.
@@ -101,3 +131,18 @@ class Outcome:
     def started(self) -> bool:
         """False for a child that was queued and never started."""
         return self.attempts > 0
+
+
+(
+    _set_name,
+    _set_step_type,
+    _set_status,
+    _set_value,
+    _set_error,
+    _set_elapsed,
+    _set_attempts,
+    _set_cause,
+    _set_timeout,
+    _set_recovered,
+    _set_overrun,
+) = (Outcome.__dict__[f.name].__set__ for f in dataclasses.fields(Outcome))

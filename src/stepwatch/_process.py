@@ -35,14 +35,16 @@ def in_worker_process(fn: Callable[[Any], T]) -> Callable[[Any], Awaitable[T]]:
     """
     if not callable(fn):
         raise ValidationError(
-            f"in_worker_process() needs a callable; got {fn!r}", field="fn", value=fn
+            f"in_worker_process() needs a callable; got {fn!r}",
+            field="in_worker_process.fn",
+            value=fn,
         )
     import inspect
 
     if inspect.iscoroutinefunction(fn):
         raise ValidationError(
             f"in_worker_process() needs a sync function, {fn!r} is async",
-            field="fn",
+            field="in_worker_process.fn",
             value=fn,
         )
 

@@ -1,4 +1,4 @@
-"""The protocols executors, decorators and hooks follow."""
+"""The protocols executors, decorators, hooks and instrumentation follow."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from ._context import StepContext
-    from ._outcome import Outcome
+    from ._record import StepEnded
     from ._steps import Step
 
-__all__ = ["ExecutorDecorator", "StepExecutor", "StepHook"]
+__all__ = ["ExecutorDecorator", "Instrumentation", "StepExecutor", "StepHook"]
 
 
 @runtime_checkable
@@ -19,7 +19,8 @@ class StepExecutor(Protocol):
     ``execute`` returns the step's value or raises; the :class:`FlowExecutor` turns that
     into the step's typed :class:`Outcome`. Composite executors run their children with
     ``await ctx.run_child(child, index=i)``, which applies every rule (deadlines, retries,
-    telemetry) to the child and returns the child's :class:`Outcome`.
+    telemetry) to the child and returns the child's :class:`Outcome`. An executor uses
+    only the public :class:`StepContext` API (the built-in ones do too).
     """
 
     def can_execute(self, step: Step) -> bool: ...
@@ -28,12 +29,31 @@ class StepExecutor(Protocol):
 
 
 class ExecutorDecorator(Protocol):
-    """Wraps an executor in another executor (how tracing, metrics and logs are added)."""
+    """Wraps an executor in another executor (around the deadline guard)."""
 
     def __call__(self, executor: StepExecutor, /) -> StepExecutor: ...
 
 
 class StepHook(Protocol):
-    """Told about every step outcome as it is recorded (must be fast, must not raise)."""
+    """Told about every step that ends, as it is recorded (must be fast, must not raise).
 
-    def step_finished(self, outcome: Outcome, ctx: StepContext, /) -> None: ...
+    ``record`` is the :class:`StepEnded` every telemetry integration also receives. A
+    hook written for the old ``step_finished(outcome, ctx)`` still works, with a
+    ``DeprecationWarning`` when it is registered.
+    """
+
+    def step_finished(self, record: StepEnded, /) -> None: ...
+
+
+class Instrumentation(Protocol):
+    """How telemetry observes steps: called by the executor at every step's start and end,
+    in the step's own task, around its execution (so a span made current at the start is
+    current while the step runs and while ``step_ended`` runs). Must never raise."""
+
+    def step_started(self, ctx: StepContext, /) -> object:
+        """The step starts; return whatever ``step_ended`` needs back (a span, a token)."""
+        ...
+
+    def step_ended(self, record: StepEnded, token: object, /) -> None:
+        """The step ended, as ``record`` says; ``token`` is what ``step_started`` returned."""
+        ...

@@ -31,17 +31,21 @@ def is_retryable(exc: BaseException) -> bool:
 def _positive(field_name: str, value: object, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationError(
-            f"Retry.{field_name} must be a number; got {value!r}", field=field_name, value=value
+            f"Retry.{field_name} must be a number; got {value!r}",
+            field=f"Retry.{field_name}",
+            value=value,
         )
     value = as_float(f"Retry.{field_name}", value)
     if math.isnan(value):
         raise ValidationError(
-            f"Retry.{field_name} must be a number; got {value!r}", field=field_name, value=value
+            f"Retry.{field_name} must be a number; got {value!r}",
+            field=f"Retry.{field_name}",
+            value=value,
         )
     if value < 0 or (value == 0 and not allow_zero) or math.isinf(value):
         raise ValidationError(
             f"Retry.{field_name} must be a finite number > 0; got {value!r}",
-            field=field_name,
+            field=f"Retry.{field_name}",
             value=value,
         )
     return float(value)
@@ -75,13 +79,13 @@ class Retry:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
             raise ValidationError(
                 f"Retry.attempts must be an int >= 1; got {self.attempts!r}",
-                field="attempts",
+                field="Retry.attempts",
                 value=self.attempts,
             )
         if self.attempts < 1:
             raise ValidationError(
                 f"Retry.attempts must be >= 1; got {self.attempts!r}",
-                field="attempts",
+                field="Retry.attempts",
                 value=self.attempts,
             )
         _positive("initial", self.initial, allow_zero=True)
@@ -89,13 +93,13 @@ class Retry:
         if _positive("multiplier", self.multiplier) < 1:
             raise ValidationError(
                 f"Retry.multiplier must be >= 1; got {self.multiplier!r}",
-                field="multiplier",
+                field="Retry.multiplier",
                 value=self.multiplier,
             )
         if not callable(self.retry_on):
             raise ValidationError(
                 f"Retry.retry_on must be callable; got {self.retry_on!r}",
-                field="retry_on",
+                field="Retry.retry_on",
                 value=self.retry_on,
             )
 
@@ -111,15 +115,18 @@ class Retry:
         return base
 
 
-def coerce_retry(owner: str, value: object) -> Retry | None:
-    """Accept ``None``, a :class:`Retry`, or an int number of attempts."""
+def coerce_retry(field: str, where: str, value: object) -> Retry | None:
+    """Accept ``None``, a :class:`Retry`, or an int number of attempts.
+
+    ``field`` is the error's field (``"fetch.retry"``), ``where`` how the message names
+    the owner (``"Request('fetch')"``)."""
     if value is None or isinstance(value, Retry):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return Retry(attempts=value)
     raise ValidationError(
-        f"{owner}.retry must be a stepwatch.Retry, an int number of attempts or None; "
+        f"{where}.retry must be a stepwatch.Retry, an int number of attempts or None; "
         f"got {value!r} ({type(value).__name__})",
-        field=f"{owner}.retry",
+        field=field,
         value=value,
     )

@@ -82,6 +82,14 @@ class Step:
     """
 
     type: ClassVar[str] = "step"
+    #: the last level of the timeout resolution order for this step type (``None`` =
+    #: bounded only by its children and parents)
+    default_timeout: ClassVar[float | None] = None
+    #: the step runs its children concurrently (telemetry gives its children an index
+    #: and counts them by status)
+    concurrent: ClassVar[bool] = False
+    #: the step runs its child repeatedly (telemetry gives the child its iteration)
+    repeats: ClassVar[bool] = False
 
     name: str
     _: KW_ONLY
@@ -93,17 +101,32 @@ class Step:
         if not isinstance(self.name, str) or not self.name:
             raise ValidationError(
                 f"{type(self).__name__}.name must be a non-empty string; got {self.name!r}",
-                field="name",
+                field=f"{type(self).__name__}.name",
                 value=self.name,
             )
         object.__setattr__(
-            self, "timeout", validate_timeout(f"{_describe(self)}.timeout", self.timeout)
+            self,
+            "timeout",
+            validate_timeout(
+                f"{self.name}.timeout", self.timeout, where=f"{_describe(self)}.timeout"
+            ),
         )
-        object.__setattr__(self, "retry", coerce_retry(_describe(self), self.retry))
+        object.__setattr__(
+            self, "retry", coerce_retry(f"{self.name}.retry", _describe(self), self.retry)
+        )
 
     def children(self) -> tuple[Step, ...]:
         """The steps this step runs (composite steps override this)."""
         return ()
+
+    def handlers(self) -> tuple[str, ...]:
+        """Names of the handlers this step calls (checked when the flow is planned)."""
+        return ()
+
+    def trace_mode(self) -> Literal["nested", "detached"] | None:
+        """How this step's children are traced, if the step decides (``None``: the
+        executor's default)."""
+        return None
 
     @property
     def retry_policy(self) -> Retry | None:
@@ -128,13 +151,18 @@ def _check_callable(step: Step, field_name: str, value: object, *, optional: boo
         )
 
 
+def _prefix(owner: Step | str) -> str:
+    """The ValidationError.field prefix: a step's name, or the class (``Flow``)."""
+    return owner.name if isinstance(owner, Step) else owner.split("(", 1)[0]
+
+
 def _check_step(owner: Step | str, field_name: str, value: object) -> Step:
     if not isinstance(value, Step):
         where = owner if isinstance(owner, str) else _describe(owner)
         raise ValidationError(
             f"{where}.{field_name} must be a stepwatch Step (Request, Transform, Parallel, "
             f"...); got {value!r} ({type(value).__name__})",
-            field=field_name,
+            field=f"{_prefix(owner)}.{field_name}",
             value=value,
         )
     return value
@@ -147,7 +175,7 @@ def _steps_tuple(owner: Step | str, field_name: str, value: object) -> tuple[Ste
         where = owner if isinstance(owner, str) else _describe(owner)
         raise ValidationError(
             f"{where}.{field_name} must be a step or a list of steps; got {value!r}",
-            field=field_name,
+            field=f"{_prefix(owner)}.{field_name}",
             value=value,
         )
     steps = tuple(value)
@@ -156,7 +184,9 @@ def _steps_tuple(owner: Step | str, field_name: str, value: object) -> tuple[Ste
     return steps
 
 
-def _check_unique(owner: str, steps: Iterable[Step], *, depth_limit: int = 0) -> frozenset[str]:
+def _check_unique(
+    owner: str, field: str, steps: Iterable[Step], *, depth_limit: int = 0
+) -> frozenset[str]:
     seen: dict[str, Step] = {}
     stack = [(step, 1) for step in reversed(tuple(steps))]
     order: list[Step] = []
@@ -166,7 +196,7 @@ def _check_unique(owner: str, steps: Iterable[Step], *, depth_limit: int = 0) ->
             raise ValidationError(
                 f"{owner}: step {_describe(step)} is nested {depth} levels deep; at most "
                 f"{depth_limit} levels are supported (stepwatch.MAX_DEPTH)",
-                field="steps",
+                field=field,
                 value=step.name,
             )
         order.append(step)
@@ -177,14 +207,14 @@ def _check_unique(owner: str, steps: Iterable[Step], *, depth_limit: int = 0) ->
             raise ValidationError(
                 f"{owner}: duplicate step name {step.name!r} ({_describe(other)} and "
                 f"{_describe(step)}); step names must be unique within a flow",
-                field="name",
+                field=field,
                 value=step.name,
             )
         if other is step:
             raise ValidationError(
                 f"{owner}: the step {_describe(step)} appears twice; step names must be "
                 "unique within a flow (define a second step with its own name)",
-                field="name",
+                field=field,
                 value=step.name,
             )
         seen[step.name] = step
@@ -203,6 +233,7 @@ class Request(Step):
     """
 
     type: ClassVar[str] = "request"
+    default_timeout: ClassVar[float | None] = 30.0
 
     method: str
     params: Any = None
@@ -216,6 +247,9 @@ class Request(Step):
                 value=self.method,
             )
 
+    def handlers(self) -> tuple[str, ...]:
+        return (self.method,)
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Transform(Step):
@@ -226,8 +260,10 @@ class Transform(Step):
     """
 
     type: ClassVar[str] = "transform"
+    default_timeout: ClassVar[float | None] = 10.0
 
     fn: StepFn
+    _: KW_ONLY
     inline: bool = False
 
     def __post_init__(self) -> None:
@@ -250,6 +286,7 @@ class Branch(Step):
     """
 
     type: ClassVar[str] = "branch"
+    default_timeout: ClassVar[float | None] = 5.0
 
     condition: StepFn
     then: Step
@@ -278,8 +315,11 @@ class Loop(Step):
     """
 
     type: ClassVar[str] = "loop"
+    default_timeout: ClassVar[float | None] = 60.0
+    repeats: ClassVar[bool] = True
 
     body: Step
+    _: KW_ONLY
     times: int | None = None
     condition: StepFn | None = None
     max_iterations: int | None = None
@@ -339,7 +379,7 @@ class Sequence(Step):
     def __post_init__(self) -> None:
         Step.__post_init__(self)
         object.__setattr__(self, "steps", _steps_tuple(self, "steps", self.steps))
-        _check_unique(_describe(self), self.steps)
+        _check_unique(_describe(self), f"{self.name}.steps", self.steps)
 
     def children(self) -> tuple[Step, ...]:
         return self.steps  # type: ignore[return-value]  # a tuple since __post_init__
@@ -365,8 +405,10 @@ class Parallel(Step):
     """
 
     type: ClassVar[str] = "parallel"
+    concurrent: ClassVar[bool] = True
 
     steps: abc.Sequence[Step]
+    _: KW_ONLY
     on_timeout: OnTimeout = "raise"
     fail_fast: bool = True
     max_concurrency: int | None = None
@@ -377,7 +419,7 @@ class Parallel(Step):
         Step.__post_init__(self)
         steps = _steps_tuple(self, "steps", self.steps)
         object.__setattr__(self, "steps", steps)
-        _check_unique(_describe(self), steps)
+        _check_unique(_describe(self), f"{self.name}.steps", steps)
         if self.on_timeout not in ("raise", "partial"):
             raise ValidationError(
                 f"{_describe(self)}.on_timeout must be 'raise' or 'partial'; "
@@ -419,6 +461,9 @@ class Parallel(Step):
     def children(self) -> tuple[Step, ...]:
         return self.steps  # type: ignore[return-value]  # a tuple since __post_init__
 
+    def trace_mode(self) -> Literal["nested", "detached"] | None:
+        return self.trace_children
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Delay(Step):
@@ -432,7 +477,7 @@ class Delay(Step):
         Step.__post_init__(self)
         value = self.seconds
         if isinstance(value, int) and not isinstance(value, bool):
-            value = as_float(f"{self.name}.seconds", value)
+            value = as_float(f"{self.name}.seconds", value, where=f"{_describe(self)}.seconds")
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
@@ -444,6 +489,18 @@ class Delay(Step):
                 field=f"{self.name}.seconds",
                 value=value,
             )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _FlowStep(Step):
+    """The root of a run: the flow's steps in order under the whole-flow deadline."""
+
+    type: ClassVar[str] = "flow"
+
+    steps: tuple[Step, ...]
+
+    def children(self) -> tuple[Step, ...]:
+        return self.steps
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True, init=False, eq=False)
@@ -477,17 +534,23 @@ class Flow:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValidationError(
-                f"Flow.name must be a non-empty string; got {name!r}", field="name", value=name
+                f"Flow.name must be a non-empty string; got {name!r}", field="Flow.name", value=name
             )
         where = f"Flow({name!r})"
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "steps", _steps_tuple(where, "steps", steps))
         if not self.steps:
-            raise ValidationError(f"{where} has no steps", field="steps", value=steps)
-        object.__setattr__(self, "timeouts", coerce_options(f"{where}.timeouts", timeouts))
-        object.__setattr__(self, "timeout", validate_timeout(f"{where}.timeout", timeout))
+            raise ValidationError(f"{where} has no steps", field="Flow.steps", value=steps)
         object.__setattr__(
-            self, "step_names", _check_unique(where, self.steps, depth_limit=MAX_DEPTH)
+            self, "timeouts", coerce_options("Flow.timeouts", timeouts, where=f"{where}.timeouts")
+        )
+        object.__setattr__(
+            self, "timeout", validate_timeout("Flow.timeout", timeout, where=f"{where}.timeout")
+        )
+        object.__setattr__(
+            self,
+            "step_names",
+            _check_unique(where, "Flow.steps", self.steps, depth_limit=MAX_DEPTH),
         )
 
     def walk(self) -> abc.Iterator[Step]:

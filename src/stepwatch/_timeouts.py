@@ -1,6 +1,6 @@
 """Timeout values: validation, the :class:`TimeoutOptions` value object and resolution.
 
-Rules (DESIGN.md §3): seconds as ``float`` (``timedelta`` accepted); ``None`` means "not set
+Rules: seconds as ``float`` (``timedelta`` accepted); ``None`` means "not set
 here, fall through"; ``math.inf`` means "explicitly no limit at this level"; zero, negatives,
 NaN, booleans, strings and other non-numbers are rejected with a :class:`ValidationError`
 naming the field and the value.
@@ -13,12 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any
 
 from ._errors import ValidationError
 
 __all__ = [
-    "BUILTIN_DEFAULTS",
     "TimeoutOptions",
     "TimeoutValue",
     "as_float",
@@ -29,36 +28,25 @@ __all__ = [
 TimeoutValue = float | int | timedelta | None
 """What a timeout field accepts: seconds, a ``timedelta``, ``math.inf`` or ``None``."""
 
-#: Built-in per-type defaults, the last level of the resolution order. ``None`` = unbounded
-#: by itself (bounded only by children and parents).
-BUILTIN_DEFAULTS: Final[Mapping[str, float | None]] = MappingProxyType(
-    {
-        "request": 30.0,
-        "transform": 10.0,
-        "branch": 5.0,
-        "loop": 60.0,
-        "sequence": None,
-        "parallel": None,
-        "delay": None,
-    }
-)
 
-
-def validate_timeout(field_name: str, value: object) -> float | None:
+def validate_timeout(field_name: str, value: object, *, where: str | None = None) -> float | None:
     """Check one timeout value and return it as seconds (``None`` stays ``None``).
 
     Args:
-        field_name: how to name the field in the error, e.g. ``"Request('a').timeout"``.
+        field_name: the error's ``field``, e.g. ``"fetch.timeout"`` (see ValidationError).
         value: the value given.
+        where: how the message names the field (default: ``field_name``), e.g.
+            ``"Request('fetch').timeout"``.
 
     Raises:
         ValidationError: for zero, negatives, NaN, booleans, strings and other non-numbers.
     """
     if value is None:
         return None
+    where = field_name if where is None else where
     if isinstance(value, bool):
         raise ValidationError(
-            f"{field_name} must be a positive number of seconds, math.inf or None; "
+            f"{where} must be a positive number of seconds, math.inf or None; "
             f"got the boolean {value!r}",
             field=field_name,
             value=value,
@@ -66,23 +54,23 @@ def validate_timeout(field_name: str, value: object) -> float | None:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float):
-        seconds = as_float(field_name, value)
+        seconds = as_float(field_name, value, where=where)
     else:
         raise ValidationError(
-            f"{field_name} must be a positive number of seconds, a timedelta, math.inf or "
+            f"{where} must be a positive number of seconds, a timedelta, math.inf or "
             f"None; got {value!r} ({type(value).__name__})",
             field=field_name,
             value=value,
         )
     if math.isnan(seconds):
         raise ValidationError(
-            f"{field_name} must be a positive number of seconds; got NaN",
+            f"{where} must be a positive number of seconds; got NaN",
             field=field_name,
             value=value,
         )
     if seconds <= 0:
         raise ValidationError(
-            f"{field_name} must be a positive number of seconds (use math.inf for no limit, "
+            f"{where} must be a positive number of seconds (use math.inf for no limit, "
             f"None to inherit); got {value!r}",
             field=field_name,
             value=value,
@@ -90,13 +78,13 @@ def validate_timeout(field_name: str, value: object) -> float | None:
     return seconds
 
 
-def as_float(field_name: str, value: int | float) -> float:
+def as_float(field_name: str, value: int | float, *, where: str | None = None) -> float:
     """``float(value)``, or a :class:`ValidationError` for an int too large for a float."""
     try:
         return float(value)
     except OverflowError:
         raise ValidationError(
-            f"{field_name} is too large to be a number of seconds (use math.inf for no "
+            f"{where or field_name} is too large to be a number of seconds (use math.inf for no "
             f"limit); got an int of {len(str(value))} digits",
             field=field_name,
             value=value,
@@ -187,14 +175,17 @@ class TimeoutOptions:
         return f"TimeoutOptions({', '.join(parts)})"
 
 
-def coerce_options(field_name: str, value: object) -> TimeoutOptions | None:
+def coerce_options(
+    field_name: str, value: object, *, where: str | None = None
+) -> TimeoutOptions | None:
     """Accept ``None``, a :class:`TimeoutOptions`, or a single default value."""
     if value is None or isinstance(value, TimeoutOptions):
         return value
     if isinstance(value, bool | int | float | timedelta):
         return TimeoutOptions(value)
     raise ValidationError(
-        f"{field_name} must be a TimeoutOptions, a number of seconds or None; got {value!r} "
+        f"{where or field_name} must be a TimeoutOptions, a number of seconds or None; "
+        f"got {value!r} "
         f"({type(value).__name__})",
         field=field_name,
         value=value,
@@ -204,14 +195,16 @@ def coerce_options(field_name: str, value: object) -> TimeoutOptions | None:
 def resolve_timeout(
     step_type: str,
     step_timeout: float | None,
+    builtin: float | None,
     flow_options: TimeoutOptions | None,
     executor_options: TimeoutOptions | None,
 ) -> float | None:
-    """Resolve a step's budget; first set wins (DESIGN.md §3).
+    """Resolve a step's budget; first set wins.
 
     step's own ``timeout`` → flow's options for the type → flow's default → executor's
-    options for the type → executor's default → :data:`BUILTIN_DEFAULTS`. ``math.inf`` at
-    any level stops the search and means "no limit"; the result is then ``None``.
+    options for the type → executor's default → ``builtin``, the step class's
+    ``default_timeout``. ``math.inf`` at any level stops the search and means "no
+    limit"; the result is then ``None``.
     """
     found: float | None = step_timeout
     if found is None and flow_options is not None:
@@ -223,7 +216,7 @@ def resolve_timeout(
         if found is None:
             found = executor_options.default
     if found is None:
-        found = BUILTIN_DEFAULTS.get(step_type)
+        found = builtin
     if found is None or math.isinf(found):
         return None
     return found

@@ -235,8 +235,8 @@ class WorkerTracker:
     def __init__(self, max_threads: int = DEFAULT_MAX_THREADS) -> None:
         if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
             raise ValidationError(
-                f"max_threads must be an int >= 1; got {max_threads!r}",
-                field="max_threads",
+                f"FlowExecutor.max_threads must be an int >= 1; got {max_threads!r}",
+                field="FlowExecutor.max_threads",
                 value=max_threads,
             )
         self.max_threads = max_threads

@@ -19,8 +19,8 @@ from typing import Any
 
 import anyio
 
-from ._context import StepContext
 from ._outcome import Outcome, Status
+from ._record import StepEnded
 
 __all__ = ["OutcomeRecorder", "blocking", "failing", "hold_loop", "sleeping"]
 
@@ -83,17 +83,21 @@ def failing(error: BaseException, *, after: float = 0.0) -> Callable[[Any], Awai
 
 
 class OutcomeRecorder:
-    """A :class:`~stepwatch.StepHook` keeping every outcome, in the order recorded.
+    """A :class:`~stepwatch.StepHook` keeping every record and outcome, in the order
+    recorded.
 
     ``recorder[name]`` is the last outcome of that step; ``recorder.outcomes`` all of them
-    (the flow's own root outcome, ``step_type == "flow"``, included).
+    (the flow's own root outcome, ``step_type == "flow"``, included); ``recorder.records``
+    the :class:`~stepwatch.StepEnded` records.
     """
 
     def __init__(self) -> None:
+        self.records: list[StepEnded] = []
         self.outcomes: list[Outcome] = []
 
-    def step_finished(self, outcome: Outcome, ctx: StepContext, /) -> None:
-        self.outcomes.append(outcome)
+    def step_finished(self, record: StepEnded, /) -> None:
+        self.records.append(record)
+        self.outcomes.append(record.outcome)
 
     def __getitem__(self, name: str) -> Outcome:
         for outcome in reversed(self.outcomes):

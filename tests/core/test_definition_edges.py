@@ -88,7 +88,7 @@ class TestDepth:
         with pytest.raises(ValidationError) as info:
             Flow("f", nest(MAX_DEPTH + 1))
         assert str(MAX_DEPTH) in str(info.value)
-        assert info.value.field == "steps"
+        assert info.value.field == "Flow.steps"
 
     @pytest.mark.anyio
     async def test_the_limit_itself_runs_with_every_decorator(self) -> None:
@@ -132,7 +132,7 @@ class TestOptionTypes:
         """FlowExecutor options of the wrong type raise ValidationError naming the option."""
         with pytest.raises(ValidationError) as info:
             FlowExecutor(**kwargs)
-        assert str(info.value.field).startswith(field)
+        assert str(info.value.field).startswith(f"FlowExecutor.{field}")
         assert field in str(info.value)
 
     def test_transform_inline_must_be_a_bool(self) -> None:

@@ -160,7 +160,7 @@ class TestRegistry:
         """Hooks get each outcome; a hook that raises does not break the run."""
 
         class Broken:
-            def step_finished(self, outcome: object, ctx: object, /) -> None:
+            def step_finished(self, record: object, /) -> None:
                 raise RuntimeError("hook bug")
 
         recorder = Recorder()
@@ -171,3 +171,16 @@ class TestRegistry:
             ("a", "request"),
             ("f", "flow"),
         ]
+
+    async def test_old_two_argument_hooks_still_work_with_a_deprecation_warning(self) -> None:
+        """A hook written as step_finished(outcome, ctx) warns once and still gets both."""
+        seen: list[tuple[str, str]] = []
+
+        class Old:
+            def step_finished(self, outcome: Any, ctx: Any, /) -> None:
+                seen.append((outcome.name, ctx.flow_name))
+
+        with pytest.warns(DeprecationWarning, match=r"step_finished\(outcome, ctx\) is deprecated"):
+            ex = FlowExecutor(handlers={"ok": sleeper(0, "ok")}, hooks=[Old()], logging=False)
+        await ex.run(Flow("f", Request("a", "ok")))
+        assert seen == [("a", "f"), ("f", "f")]

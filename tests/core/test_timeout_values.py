@@ -18,7 +18,9 @@ from stepwatch import (
     Transform,
     ValidationError,
 )
-from stepwatch._timeouts import BUILTIN_DEFAULTS
+from stepwatch.executors import BUILTIN_STEPS
+
+BUILTIN_DEFAULTS = {step.type: step.default_timeout for step, _ in BUILTIN_STEPS}
 
 BAD_VALUES = [
     pytest.param(0, id="zero"),
@@ -163,6 +165,7 @@ class TestResolution:
             "sequence": None,
             "parallel": None,
             "delay": None,
+            "flow": None,
         }
 
     def test_per_type_applies_to_composites_too(self) -> None:

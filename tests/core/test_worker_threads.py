@@ -147,7 +147,7 @@ class TestThreadBudget:
         """max_threads must be an int >= 1."""
         with pytest.raises(ValidationError) as info:
             FlowExecutor(max_threads=value)
-        assert info.value.field == "max_threads"
+        assert info.value.field == "FlowExecutor.max_threads"
 
 
 EXIT_SCRIPT = textwrap.dedent(

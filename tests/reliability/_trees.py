@@ -28,6 +28,7 @@ from stepwatch import (
     Sequence,
     Step,
     StepContext,
+    StepEnded,
     StepExecutor,
 )
 
@@ -158,8 +159,8 @@ class Probe:
         finally:
             self.live -= 1
 
-    def step_finished(self, outcome: Outcome, ctx: StepContext, /) -> None:
-        self.records.append((anyio.current_time(), outcome, ctx))
+    def step_finished(self, record: StepEnded, /) -> None:
+        self.records.append((anyio.current_time(), record.outcome, record.context))
 
     def decorator(self, inner: StepExecutor) -> StepExecutor:
         probe = self

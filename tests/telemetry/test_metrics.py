@@ -28,7 +28,7 @@ from stepwatch import (
 )
 from stepwatch.telemetry import MetricsConfig
 from stepwatch.telemetry._labels import OTHER, LabelGuard
-from stepwatch.telemetry._metrics import METRIC_NAMES
+from stepwatch.telemetry._metrics_config import METRIC_NAMES
 
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from .._context import StepContext
 from .._steps import Branch, Step
-from ._util import call_inline, raise_error
+from ._util import raise_error
 
 
 class BranchExecutor:
@@ -17,7 +17,7 @@ class BranchExecutor:
 
     async def execute(self, step: Step, ctx: StepContext) -> Any:
         assert isinstance(step, Branch)
-        chosen = step.then if await call_inline(step.condition, ctx) else step.otherwise
+        chosen = step.then if await ctx.call(step.condition, ctx, inline=True) else step.otherwise
         if chosen is None:
             return None
         ctx.track_children((chosen,))

@@ -7,18 +7,19 @@ from typing import Any
 from .._context import StepContext
 from .._outcome import Outcome
 from .._steps import Loop, Step
-from ._util import call_inline, raise_error
+from ._util import raise_error
 
 
 class _LoopProgress:
     """What a timed-out loop reports: the values of the iterations that finished."""
 
-    __slots__ = ("body", "running", "values")
+    __slots__ = ("body", "outcomes", "running", "values")
 
     def __init__(self, body: Step) -> None:
         self.body = body
         self.values: list[Any] = []
         self.running = False
+        self.outcomes: list[Outcome | None] = []  # iterations are not a fixed list
 
     def partial(self) -> dict[str, Any]:
         return {self.body.name: list(self.values)} if self.values else {}
@@ -29,24 +30,27 @@ class _LoopProgress:
     def by_name(self) -> dict[str, Outcome]:
         return {}
 
-    def record(self, index: int, outcome: Outcome) -> None:  # pragma: no cover - unused
-        pass
+    def describe(self) -> str:
+        done = len(self.values)
+        detail = f"; {done} iteration{'s' if done != 1 else ''} of {self.body.name!r} finished"
+        return detail + (f"; still pending: {self.body.name}" if self.running else "")
 
 
 class LoopExecutor:
-    """Runs ``body`` while ``condition(ctx)`` holds, up to ``times`` / ``max_iterations``."""
+    """Runs ``body`` while ``condition(ctx)`` holds, ``times`` times at most (or up to
+    ``max_iterations``); the value is the list of the body's values."""
 
     def can_execute(self, step: Step) -> bool:
         return isinstance(step, Loop)
 
     async def execute(self, step: Step, ctx: StepContext) -> list[Any]:
         assert isinstance(step, Loop)
-        limit = step.iteration_limit
         progress = _LoopProgress(step.body)
-        ctx.progress = progress  # type: ignore[assignment]  # same reading interface
-        for i in range(limit):
-            ctx.iteration = i
-            if step.condition is not None and not await call_inline(step.condition, ctx):
+        ctx.track(progress)
+        condition = step.condition
+        for i in range(step.iteration_limit):
+            ctx.set_iteration(i)
+            if condition is not None and not await ctx.call(condition, ctx, inline=True):
                 break
             progress.running = True
             outcome = await ctx.run_child(step.body)

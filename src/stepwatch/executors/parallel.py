@@ -1,13 +1,15 @@
-"""Executor for :class:`stepwatch.Parallel`: one group, one deadline (DESIGN.md §4).
+"""Executor for :class:`stepwatch.Parallel`: one group, one deadline.
 
 Errors: a single failed child's error is re-raised unchanged (so a ``StepTimeoutError`` of
 a tighter inner deadline reaches the caller as such); several failed children raise one
 :class:`StepFailedError` whose ``__cause__`` is an ``ExceptionGroup`` of all their errors.
 
 Everything on a child's path is O(1): outcomes go into a list by index; ``partial`` and
-``pending`` are computed once, at the end. Children are not started once the deadline has
-passed (they are recorded as cancelled with cause ``deadline``); the start loop yields to
-the event loop every few children so that the time the started children take counts.
+``pending`` are computed once, at the end. The start loop yields to the event loop every
+few children so that the time the started children take counts, and stops at the
+deadline: the deadline's owner then reports every child that never started.
+
+Written only against the public :class:`StepContext` API, as a user's executor would be.
 """
 
 from __future__ import annotations
@@ -18,14 +20,12 @@ from typing import Any
 import anyio
 from anyio import current_time
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint
 
-from .._checkpoints import cancelled_for_real, deliver_expired
-from .._context import StepContext
-from .._errors import StepFailedError
-from .._outcome import CancelCause, Outcome
-from .._steps import Parallel, Step
-from ._util import raise_error
+from .._context import ChildProgress, StepContext
+from .._errors import StepTimeoutError
+from .._outcome import CancelCause, Outcome, Status
+from .._steps import NO_FALLBACK, Parallel, Step
+from ._util import children_failed, raise_error
 
 _CHECK_EVERY = 32  # look at the clock every N children started
 
@@ -59,15 +59,13 @@ class _Group:
 
     def stop(self, cause: CancelCause) -> None:
         self.stopped = True
-        self.ctx.cancel_reason = cause
-        self.tg.cancel_scope.cancel()
+        self.ctx.cancel_children(self.tg.cancel_scope, cause)
 
     async def run_one(self, index: int, child: Step) -> None:
-        ctx = self.ctx  # _run_step directly: one coroutine frame less per live child
         try:
-            outcome = await ctx._run.executor._run_step(child, ctx, index)
+            outcome = await self.ctx.run_child(child, index=index)
         except BaseException as exc:
-            if isinstance(exc, Exception) or cancelled_for_real(exc):
+            if isinstance(exc, Exception | anyio.get_cancelled_exc_class()):
                 raise
             # not inside the task group: asyncio would let it escape the event loop and
             # anyio would wrap it in an exception group; the step re-raises it bare
@@ -97,9 +95,8 @@ class _Group:
         for index, child in work:
             if self.stopped:
                 return
-            now = current_time()
-            if now >= ctx.deadline:
-                await deliver_expired(ctx, now)
+            if current_time() >= ctx.deadline:
+                await ctx.checkpoint()  # the deadline's owner reports the rest
             await self.run_one(index, child)
 
 
@@ -113,19 +110,20 @@ class ParallelExecutor:
         assert isinstance(step, Parallel)
         children = step.children()
         progress = ctx.track_children(children)
+        if step.on_timeout == "partial":
+            ctx.on_timeout(lambda error: _partial(step, ctx, progress, error))
         try:
             async with anyio.create_task_group() as tg:
                 group = _Group(step, ctx, tg)
                 limit = step.max_concurrency
                 if limit is None or limit >= len(children):
-                    deadline = ctx.deadline
+                    deadline = ctx.deadline  # a checkpoint acts on it once passed
                     for index, child in enumerate(children):
                         if index % _CHECK_EVERY == 0:
                             if index:  # let the started children run their first step,
-                                await checkpoint()  # so the clock shows what starting costs
-                            now = current_time()
-                            if now >= deadline:  # stop starting: the deadline's owner
-                                await deliver_expired(ctx, now)  # reports the rest
+                                await ctx.checkpoint()  # so the clock shows what starting
+                            elif current_time() >= deadline:  # costs; at the deadline
+                                await ctx.checkpoint()  # its owner reports the rest
                         if group.stopped:
                             break
                         tg.start_soon(group.run_one, index, child)
@@ -134,7 +132,7 @@ class ParallelExecutor:
                     for _ in range(limit):
                         tg.start_soon(group.worker, work)
         except anyio.get_cancelled_exc_class():
-            ctx.close_children(ctx.cancel_cause())
+            ctx.close_children()
             raise
         if group.fatal is not None:
             ctx.close_children(CancelCause.SIBLING_FAILURE)
@@ -146,45 +144,49 @@ class ParallelExecutor:
             ctx.close_children(CancelCause.SIBLING_FAILURE)
             if len(group.failures) == 1:  # the child's own error says best what went wrong
                 raise_error(group.failures[0])
-            raise group_failure(step, ctx, group.failures)
+            raise children_failed(step, ctx, progress, group.failures, need=step.min_successes)
         if None in progress.outcomes:  # only if a deadline moved back while starting
             ctx.close_children(CancelCause.DEADLINE)
         return progress.partial()
 
 
-def group_failure(step: Step, ctx: StepContext, failures: list[Outcome]) -> StepFailedError:
-    """One StepFailedError for several failed children (ExceptionGroup as __cause__)."""
-    assert ctx.progress is not None
-    errors: list[Exception] = []
-    for outcome in failures:
-        assert isinstance(outcome.error, Exception)
-        errors.append(outcome.error)
-    partial = ctx.progress.partial()
-    outcomes = ctx.progress.by_name()
-    failed = ", ".join(f"{o.name} ({o.status.value})" for o in failures)
-    cancelled = [o.name for o in outcomes.values() if o.cause is CancelCause.SIBLING_FAILURE]
-    message = (
-        f"{step.type} step {step.name!r}: {len(failures)} of {len(ctx.progress.steps)} "
-        f"children failed: "
-        f"{failed}"
-    )
-    need = getattr(step, "min_successes", None)
-    if need is not None:
-        message += f"; min_successes={need} can no longer be reached"
-    if partial:
-        message += f"; finished: {', '.join(partial)}"
-    if cancelled:
-        message += f"; cancelled: {', '.join(cancelled)}"
-    error = StepFailedError(
-        message,
-        step_name=step.name,
-        step_type=step.type,
-        errors=errors,
-        partial=partial,
-        outcomes=outcomes,
-        attempts=ctx.attempt,
-        elapsed=current_time() - ctx.started,
-        retryable=all(getattr(e, "retryable", False) for e in errors),
-    )
-    error.__cause__ = ExceptionGroup(f"children of parallel step {step.name!r} failed", errors)
-    return error
+def _partial(
+    step: Parallel, ctx: StepContext, progress: ChildProgress, error: BaseException
+) -> Any:
+    """``on_timeout="partial"``: the finished results, cut-off children's fallbacks; but
+    children that failed before the deadline are not forgiven: they still raise."""
+    failures = [
+        o
+        for o in progress.outcomes
+        if o is not None and not o.ok and o.status in (Status.FAILED, Status.TIMED_OUT)
+    ]
+    if len(failures) == 1:
+        raise_error(failures[0])
+    if failures:
+        raise children_failed(step, ctx, progress, failures, need=step.min_successes)
+    assert isinstance(error, StepTimeoutError)
+    partial: dict[str, Any] = {}
+    for i, outcome in enumerate(progress.outcomes):
+        if outcome is None:
+            continue
+        child = progress.steps[i]
+        if outcome.ok:
+            partial[outcome.name] = outcome.value
+        elif outcome.status is Status.CANCELLED and child.fallback is not NO_FALLBACK:
+            replaced = Outcome(
+                outcome.name,
+                outcome.step_type,
+                Status.FALLBACK,
+                child.fallback,
+                None,
+                outcome.elapsed,
+                outcome.attempts,
+                CancelCause.DEADLINE,
+                outcome.timeout,
+                True,
+                outcome.overrun,
+            )
+            progress.outcomes[i] = replaced
+            ctx.record_replaced(replaced)
+            partial[outcome.name] = child.fallback
+    return partial

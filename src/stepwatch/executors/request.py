@@ -6,7 +6,6 @@ from typing import Any
 
 from .._context import StepContext
 from .._steps import Request, Step
-from ._util import call_inline
 
 
 class RequestExecutor:
@@ -17,11 +16,7 @@ class RequestExecutor:
 
     async def execute(self, step: Step, ctx: StepContext) -> Any:
         assert isinstance(step, Request)
-        executor = ctx.executor
-        invoker = executor._handlers[step.method]
         params = step.params
         if callable(params):
-            params = await call_inline(params, ctx)
-        if invoker.is_async:  # awaited here: one coroutine frame less per live request
-            return await invoker.fn(params)
-        return await executor._workers.call(invoker, params, ctx)
+            params = await ctx.call(params, ctx, inline=True)
+        return await ctx.call_handler(step.method, params)

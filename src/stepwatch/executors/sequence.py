@@ -24,7 +24,7 @@ async def _run_in_order(step: Step, ctx: StepContext) -> list[Any]:
                 raise_error(outcome)
             values.append(outcome.value)
     except anyio.get_cancelled_exc_class():
-        ctx.close_children(ctx.cancel_cause())
+        ctx.close_children()
         raise
     return values
 
@@ -40,9 +40,8 @@ class SequenceExecutor:
         return isinstance(step, Sequence)
 
     async def execute(self, step: Step, ctx: StepContext) -> dict[str, Any]:
-        await _run_in_order(step, ctx)
-        assert ctx.progress is not None
-        return ctx.progress.partial()
+        values = await _run_in_order(step, ctx)
+        return {child.name: value for child, value in zip(step.children(), values, strict=True)}
 
 
 class FlowRootExecutor:

@@ -18,15 +18,10 @@ from collections.abc import Iterable
 
 import structlog
 
-__all__ = ["BUILTIN_STEP_TYPES", "OTHER", "LabelGuard"]
+__all__ = ["OTHER", "LabelGuard"]
 
 OTHER = "_other"
 """The label value every overflowing name is mapped to."""
-
-BUILTIN_STEP_TYPES = frozenset(
-    {"request", "transform", "branch", "loop", "sequence", "parallel", "delay", "flow"}
-)
-"""Step types of the library itself: always admitted, never counted against the limit."""
 
 _logger = structlog.get_logger("stepwatch")
 

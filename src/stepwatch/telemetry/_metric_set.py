@@ -1,6 +1,6 @@
 """One set of stepwatch metrics per prometheus-client registry, and its cached series.
 
-Imported lazily (by :func:`~stepwatch.telemetry._metrics.make_metrics_decorator`), so
+Imported lazily (by :func:`~stepwatch.telemetry._metrics.make_metrics`), so
 importing stepwatch neither imports prometheus-client nor registers anything. Any number
 of executors share the set of their registry: the metrics are registered once.
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
-from ._labels import BUILTIN_STEP_TYPES, LabelGuard
+from ._labels import LabelGuard
 from ._metric_series import StepSeries
 from ._metrics_config import (
     ABANDONED,
@@ -40,7 +40,9 @@ _CACHE_LIMIT = 10_000  # raw (flow, step, type) keys cached; beyond it: guarded 
 class MetricSet:
     """The stepwatch metrics registered on one registry, with the label guards."""
 
-    def __init__(self, registry: CollectorRegistry, config: MetricsConfig) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, config: MetricsConfig, exempt: frozenset[str]
+    ) -> None:
         self.config = config
         step_labels = ("flow", "step", "step_type")
         self.duration = Histogram(
@@ -101,7 +103,7 @@ class MetricSet:
         self.guards = (
             LabelGuard("flow", limit),
             LabelGuard("step", limit),
-            LabelGuard("step_type", limit, exempt=BUILTIN_STEP_TYPES),
+            LabelGuard("step_type", limit, exempt=exempt),
         )
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str, str], StepSeries] = {}
@@ -151,7 +153,9 @@ _sets_by_id: dict[int, tuple[Any, MetricSet]] = {}  # registries that are not we
 _sets_lock = threading.Lock()
 
 
-def metric_set_for(registry: CollectorRegistry | None, config: MetricsConfig) -> MetricSet:
+def metric_set_for(
+    registry: CollectorRegistry | None, config: MetricsConfig, *, exempt: frozenset[str]
+) -> MetricSet:
     """The registry's :class:`MetricSet`, registered on first call (the default registry
     if ``registry`` is None).
 
@@ -168,7 +172,7 @@ def metric_set_for(registry: CollectorRegistry | None, config: MetricsConfig) ->
             found = entry[1] if entry is not None and entry[0] is reg else None
         if found is not None:
             return found
-        made = MetricSet(reg, config)
+        made = MetricSet(reg, config, exempt)
         try:
             _sets[reg] = made
         except TypeError:

@@ -1,49 +1,35 @@
-"""Prometheus metrics: an executor decorator recording DESIGN.md §5 "Metrics".
+"""Prometheus metrics of every step, recorded from its :class:`~stepwatch.StepEnded`.
 
 Every metric, label, label value and bucket is documented in ``docs/telemetry.md``.
 The metrics are registered when the first :class:`~stepwatch.FlowExecutor` with metrics
 on is created for a registry (never at import); every later executor on that registry
-shares them. Nothing here ever raises into a flow: every prometheus-client call is
-guarded, and the step's own exception or cancellation always passes unchanged.
+shares them. Nothing here ever raises into a flow.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from anyio import current_time
 from opentelemetry.trace import format_span_id, format_trace_id, get_current_span
 
-from ._classify import CANCELLATION, TIMEOUT, classify
-from ._metrics_config import (
-    DEFAULT_BUDGET_RATIO_BUCKETS,
-    DEFAULT_DURATION_BUCKETS,
-    METRIC_NAMES,
-    MetricsConfig,
-)
+from ._metrics_config import MetricsConfig
 
 if TYPE_CHECKING:
     from .._context import StepContext
-    from .._protocols import ExecutorDecorator, StepExecutor
-    from .._steps import Step
+    from .._record import StepEnded
     from .._workers import WorkerEvent, WorkerTracker
     from ._metric_series import StepSeries
     from ._metric_set import MetricSet
 
-__all__ = [
-    "DEFAULT_BUDGET_RATIO_BUCKETS",
-    "DEFAULT_DURATION_BUCKETS",
-    "METRIC_NAMES",
-    "MetricsConfig",
-    "make_metrics_decorator",
-]
+__all__ = ["Metrics", "make_metrics"]
 
 _logger = structlog.get_logger("stepwatch")
+
+FLOW = "flow"  # the step type of a run's root step: not a step execution to record
 
 
 def multiprocess_mode() -> bool:
@@ -66,83 +52,60 @@ def _exemplar() -> dict[str, str] | None:
     }
 
 
-class _MetricsExecutor:
-    """Wraps one executor chain; records one execution of each step (not ``flow`` roots)."""
+class Metrics:
+    """Records one execution of each step (not the ``flow`` roots) on one MetricSet."""
 
-    __slots__ = ("exemplar_interval", "exemplars", "inner", "metrics")
+    __slots__ = ("exemplar_interval", "exemplars", "metrics")
 
-    def __init__(
-        self, inner: StepExecutor, metrics: MetricSet, exemplars: bool, interval: float
-    ) -> None:
-        self.inner = inner
+    def __init__(self, metrics: MetricSet, exemplars: bool, interval: float) -> None:
         self.metrics = metrics
         self.exemplars = exemplars
         self.exemplar_interval = interval
 
-    def can_execute(self, step: Step) -> bool:
-        return self.inner.can_execute(step)
-
-    async def execute(self, step: Step, ctx: StepContext) -> Any:
-        if step.type == "flow":
-            return await self.inner.execute(step, ctx)
-        series: StepSeries | None
+    def start(self, ctx: StepContext) -> StepSeries | None:
+        step = ctx.step
+        assert step is not None
+        if step.type == FLOW:
+            return None
         try:
             series = self.metrics.series(ctx.flow_name, step.name, step.type)
             series.in_progress.inc()
         except Exception:
-            series = None
-        try:
-            value = await self.inner.execute(step, ctx)
-        except BaseException as exc:
-            if series is not None:
-                self._finish(series, step, ctx, exc)
-            raise
-        if series is not None:
-            self._finish(series, step, ctx, None)
-        return value
+            return None
+        return series
 
-    def _finish(
-        self, series: StepSeries, step: Step, ctx: StepContext, exc: BaseException | None
-    ) -> None:
+    def end(self, record: StepEnded, series: StepSeries | None) -> None:
+        if series is None:
+            return
         try:  # noqa: SIM105 - hot path: suppress() would build an object per call
             series.in_progress.dec()
         except Exception:
             pass
         try:
-            outcome, _ = classify(ctx, exc)
-            end = current_time()
-            elapsed = end - ctx.started
+            outcome = record.outcome
+            result = record.result
+            elapsed = outcome.elapsed
             exemplar = None
             if self.exemplars and series.exemplar_due(
-                outcome, elapsed, time.monotonic(), self.exemplar_interval
+                result, elapsed, time.monotonic(), self.exemplar_interval
             ):
                 exemplar = _exemplar()
-            series.duration(outcome).observe(elapsed, exemplar)
-            timeout = ctx.timeout
-            if timeout is not None and timeout > 0 and not math.isinf(timeout):
+            series.duration(result).observe(elapsed, exemplar)
+            ratio = record.budget_ratio
+            if ratio is not None:
                 series.budgeted()
-                if outcome != CANCELLATION:  # a budget use of the last attempt
-                    series.budget.observe((end - ctx.own_deadline + timeout) / timeout)
-            if outcome == TIMEOUT:
+                series.budget.observe(ratio)
+            elif outcome.timeout is not None:
+                series.budgeted()
+            if result == "timeout":
                 series.timeouts().inc()
-            if ctx.overrun is not None:
-                series.overrun().inc(ctx.overrun)
-            if step.type == "parallel" and ctx.progress is not None:
-                _count_cancelled(series, ctx)
+            if outcome.overrun is not None:
+                series.overrun().inc(outcome.overrun)
+            if record.cancelled:
+                for cause, n in record.cancelled.items():
+                    series.cancelled(cause).inc(n)
         except Exception:
             pass
-
-
-def _count_cancelled(series: StepSeries, ctx: StepContext) -> None:
-    """One increment per child of the parallel step cancelled or never started, by cause."""
-    assert ctx.progress is not None
-    counts: dict[str, int] = {}
-    for outcome in ctx.progress.outcomes:
-        if outcome is not None and outcome.cause is not None:
-            cause = outcome.cause.value
-            counts[cause] = counts.get(cause, 0) + 1
-    for cause, n in counts.items():
-        series.cancelled(cause).inc(n)
 
 
 class _AbandonedListener:
@@ -162,45 +125,45 @@ class _AbandonedListener:
             self.metrics.abandoned_child(event.flow, event.step_type).dec()
 
 
-def make_metrics_decorator(
-    config: MetricsConfig, *, registry: Any, workers: WorkerTracker
-) -> ExecutorDecorator:
-    """The metrics decorator for one executor (registers the metrics on first use).
+def make_metrics(
+    config: MetricsConfig,
+    *,
+    registry: Any,
+    workers: WorkerTracker,
+    step_types: frozenset[str],
+    near_timeout: float | None,
+) -> Metrics | None:
+    """The metrics of one executor (registering them on first use of ``registry``).
 
-    Args:
-        config: the options.
-        registry: a prometheus-client ``CollectorRegistry``; the default one if ``None``.
-        workers: the executor's tracker; a listener keeps the abandoned-workers gauge.
-
-    Returns a decorator that leaves executors unwrapped if the metrics cannot be
-    registered (a warning ``metrics.unavailable`` is logged; the flow is unaffected).
+    ``step_types`` (the executor's registered types) are always admitted as label values;
+    ``near_timeout`` is made a bucket edge of the budget-ratio histogram. Returns ``None``
+    if the metrics cannot be registered (a ``metrics.unavailable`` warning is logged; the
+    flows are unaffected).
     """
-    metrics: MetricSet | None = None
-    exemplars = False
     try:
         from ._metric_set import metric_set_for
 
-        metrics = metric_set_for(registry, config)
+        if near_timeout is not None and near_timeout not in config.budget_ratio_buckets:
+            edges = sorted({*config.budget_ratio_buckets, near_timeout})
+            config = MetricsConfig(
+                duration_buckets=config.duration_buckets,
+                budget_ratio_buckets=edges,
+                max_label_values=config.max_label_values,
+                exemplars=config.exemplars,
+                exemplar_interval=config.exemplar_interval,
+            )
+        metrics = metric_set_for(registry, config, exempt=step_types)
         used = metrics.config
         if (used.duration_buckets, used.budget_ratio_buckets, used.max_label_values) != (
             config.duration_buckets,
             config.budget_ratio_buckets,
             config.max_label_values,
         ):
-            _logger.warning(
-                "metrics.config_conflict",
-                used=repr(used),
-                ignored=repr(config),
-            )
-        exemplars = config.exemplars and not multiprocess_mode()
+            _logger.warning("metrics.config_conflict", used=repr(used), ignored=repr(config))
         workers.listeners.append(_AbandonedListener(metrics))
     except Exception as exc:
         with contextlib.suppress(Exception):
             _logger.warning("metrics.unavailable", error=f"{type(exc).__name__}: {exc}")
-
-    def decorate(executor: StepExecutor) -> StepExecutor:
-        if metrics is None:
-            return executor
-        return _MetricsExecutor(executor, metrics, exemplars, config.exemplar_interval)
-
-    return decorate
+        return None
+    exemplars = config.exemplars and not multiprocess_mode()
+    return Metrics(metrics, exemplars, config.exemplar_interval)

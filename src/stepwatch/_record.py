@@ -1,0 +1,211 @@
+"""The one record of a step that ended, built once by the core for every observer.
+
+Tracing, metrics, logs and user hooks all read the same :class:`StepEnded`: outcome,
+cancel cause, elapsed time, budget use, attempts, error type, pending children and
+overrun are each computed once, from one clock reading, in one place (the model is
+stamina's ``RetryDetails``, built once before every hook runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from ._errors import StepFailedError, StepwatchError
+from ._outcome import CancelCause, Outcome, Status
+
+if TYPE_CHECKING:
+    from ._context import StepContext
+    from ._steps import Step
+
+__all__ = ["DEFAULT_NEAR_TIMEOUT", "StepEnded", "error_type"]
+
+DEFAULT_NEAR_TIMEOUT: Final = 0.8
+"""Share of its budget above which a step that ended is ``near_timeout``."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StepEnded:
+    """How one step execution ended: what every hook and telemetry integration receives.
+
+    Built once per step end by the executor. A child that never started gets one too
+    (``outcome.attempts == 0``); its ``context`` is then its parent's.
+
+    Attributes:
+        step: the step definition.
+        context: the step's :class:`StepContext` (its parent's for a step that never
+            started).
+        outcome: the step's :class:`Outcome` (status, value, error, elapsed, attempts,
+            cause, timeout, overrun).
+        ended: when it ended, on anyio's clock.
+        exception: the exception as the step raised it (``outcome.error`` wraps one that is
+            not a stepwatch error in a :class:`StepFailedError`); for a step that timed
+            out, the deadline error; else ``None``.
+        error_type: the ``error.type`` of the step's span: ``"timeout"`` when it owned an
+            expired deadline, ``"overrun"`` when it was cut off after running past the
+            deadline governing it, the qualified class of its exception when it failed
+            (``ValueError``, ``stepwatch.StepTimeoutError``, ``mylib.BackendError``),
+            else ``None``.
+        arose_here: its error arose in this step (not a child's error passing through, nor
+            a summary of its children's errors): record or log it here, once.
+        budget_ratio: elapsed / timeout of its last attempt, for a step with a finite
+            budget that was not cancelled; at most 1.0 for a step that owned an expired
+            deadline (the time it ran past the deadline is ``outcome.overrun``).
+        near_timeout: it succeeded or failed after using more than the executor's
+            ``near_timeout`` share of its budget.
+        pending: for a timed-out composite step, the children that had not finished.
+        children: for a step that runs children concurrently (parallel), how many ended
+            in each :class:`Status` (never started counts as ``cancelled``).
+        cancelled: for such a step, how many children were cancelled or never started,
+            by cause.
+    """
+
+    step: Step
+    context: StepContext
+    outcome: Outcome
+    ended: float
+    exception: BaseException | None = None
+    error_type: str | None = None
+    arose_here: bool = False
+    budget_ratio: float | None = None
+    near_timeout: bool = False
+    pending: tuple[str, ...] = ()
+    children: Mapping[str, int] | None = None
+    cancelled: Mapping[str, int] | None = None
+
+    def __init__(
+        self,
+        step: Step,
+        context: StepContext,
+        outcome: Outcome,
+        ended: float,
+        exception: BaseException | None = None,
+        error_type: str | None = None,
+        arose_here: bool = False,
+        budget_ratio: float | None = None,
+        near_timeout: bool = False,
+        pending: tuple[str, ...] = (),
+        children: Mapping[str, int] | None = None,
+        cancelled: Mapping[str, int] | None = None,
+    ) -> None:  # see Outcome.__init__: built for every step, so set through descriptors
+        _set_step(self, step)
+        _set_context(self, context)
+        _set_outcome(self, outcome)
+        _set_ended(self, ended)
+        _set_exception(self, exception)
+        _set_error_type(self, error_type)
+        _set_arose_here(self, arose_here)
+        _set_budget_ratio(self, budget_ratio)
+        _set_near_timeout(self, near_timeout)
+        _set_pending(self, pending)
+        _set_children(self, children)
+        _set_cancelled(self, cancelled)
+
+    @property
+    def flow(self) -> str:
+        """The flow's name."""
+        return self.context.flow_name
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self.context.run_id
+
+    @property
+    def result(self) -> str:
+        """``success``, ``failure``, ``timeout`` or ``cancellation``: the ``outcome`` of
+        span attributes, metric labels and log events (see :attr:`Status.telemetry`)."""
+        return self.outcome.status.telemetry
+
+    @property
+    def cause(self) -> CancelCause | None:
+        """Why it was cancelled (``None`` unless cancelled)."""
+        return self.outcome.cause
+
+
+(
+    _set_step,
+    _set_context,
+    _set_outcome,
+    _set_ended,
+    _set_exception,
+    _set_error_type,
+    _set_arose_here,
+    _set_budget_ratio,
+    _set_near_timeout,
+    _set_pending,
+    _set_children,
+    _set_cancelled,
+) = (StepEnded.__dict__[f.name].__set__ for f in dataclasses.fields(StepEnded))
+
+
+def error_type(status: Status, error: BaseException | None, overrun: float | None) -> str | None:
+    """The ``error.type`` value for a step that ended with ``status`` (see StepEnded)."""
+    if status is Status.TIMED_OUT or status is Status.FALLBACK:
+        return "timeout"
+    if status is Status.CANCELLED:
+        return "overrun" if overrun is not None else None
+    if status is not Status.FAILED or error is None:
+        return None
+    cls = type(error)
+    module = cls.__module__
+    if module.startswith("stepwatch."):
+        module = "stepwatch"
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def arose_here(step: Step, error: BaseException | None) -> bool:
+    """Whether ``error`` arose in ``step`` (see StepEnded.arose_here)."""
+    if error is None:
+        return False
+    if (
+        isinstance(error, StepwatchError)
+        and error.step_name is not None
+        and error.step_name != step.name
+    ):
+        return False  # a child's error passing through
+    if isinstance(error, StepFailedError) and error.errors:
+        return not all(
+            isinstance(e, StepwatchError) and e.step_name is not None and e.step_name != step.name
+            for e in error.errors
+        )
+    return True
+
+
+def budget_ratio(status: Status, timeout: float | None, attempt_elapsed: float) -> float | None:
+    """elapsed / timeout of the last attempt (≤ 1.0 for an expired own deadline)."""
+    if timeout is None or timeout <= 0 or math.isinf(timeout) or status is Status.CANCELLED:
+        return None
+    ratio = attempt_elapsed / timeout
+    if status is Status.TIMED_OUT or status is Status.FALLBACK:
+        return min(ratio, 1.0)
+    return ratio
+
+
+def child_counts(
+    outcomes: list[Outcome | None],
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Per status and, for the cancelled, per cause (``None`` = never started)."""
+    by_status = {s.value: 0 for s in Status}
+    by_cause: dict[str, int] = {}
+    for outcome in outcomes:
+        if outcome is None:
+            by_status["cancelled"] += 1
+            continue
+        by_status[outcome.status.value] += 1
+        cause = outcome.cause
+        if cause is not None:
+            by_cause[cause.value] = by_cause.get(cause.value, 0) + 1
+    return by_status, by_cause
+
+
+def pending_of(outcome: Outcome, context: Any) -> tuple[str, ...]:
+    """Children that had not finished, for a timed-out step (from its error or progress)."""
+    pending = getattr(outcome.error, "pending", None)
+    if pending is not None:
+        return tuple(pending)
+    progress = context._progress
+    return tuple(progress.pending()) if progress is not None else ()

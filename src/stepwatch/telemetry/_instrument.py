@@ -1,0 +1,100 @@
+"""The telemetry of one FlowExecutor: tracing, metrics and logs, observing every step.
+
+The executor calls :meth:`Telemetry.step_started` when a step starts and
+:meth:`Telemetry.step_ended` with the step's :class:`~stepwatch.StepEnded` when it ends,
+in the step's task. Order: the span is started first and ended last, so the metrics'
+exemplars and the log events see the step's span as the current one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ValidationError
+from ._logging import Logging
+from ._metrics import Metrics, make_metrics
+from ._metrics_config import MetricsConfig
+from ._tracing import Tracing
+from ._tracing_config import TracingConfig
+
+if TYPE_CHECKING:
+    from .._context import StepContext
+    from .._executor import TelemetryOptions
+    from .._record import StepEnded
+    from .._workers import WorkerTracker
+
+__all__ = ["Telemetry", "make_telemetry"]
+
+
+class Telemetry:
+    """Tracing, metrics and logging parts (each ``None`` when switched off)."""
+
+    __slots__ = ("logging", "metrics", "tracing")
+
+    def __init__(
+        self, tracing: Tracing | None, metrics: Metrics | None, logging: Logging | None
+    ) -> None:
+        self.tracing = tracing
+        self.metrics = metrics
+        self.logging = logging
+
+    def step_started(self, ctx: StepContext, /) -> Any:
+        tracing, metrics, logging = self.tracing, self.metrics, self.logging
+        span = tracing.start(ctx) if tracing is not None else None
+        series = metrics.start(ctx) if metrics is not None else None
+        debug = logging.start(ctx) if logging is not None else False
+        return span, series, debug
+
+    def step_ended(self, record: StepEnded, token: Any, /) -> None:
+        span, series, debug = token
+        if self.metrics is not None:
+            self.metrics.end(record, series)
+        if self.logging is not None:
+            try:  # noqa: SIM105 - hot path: suppress() would build an object per step
+                self.logging.end(record, debug)
+            except Exception:  # a broken logger never breaks a flow
+                pass
+        if self.tracing is not None:
+            self.tracing.end(record, span)
+
+
+def _check(name: str, value: object, config: type | None) -> None:
+    if isinstance(value, bool) or (config is not None and isinstance(value, config)):
+        return
+    also = f" or a {config.__name__}" if config is not None else ""
+    raise ValidationError(
+        f"FlowExecutor.{name} must be True, False{also}; got {value!r}",
+        field=f"FlowExecutor.{name}",
+        value=value,
+    )
+
+
+def make_telemetry(options: TelemetryOptions, workers: WorkerTracker) -> Telemetry | None:
+    """The telemetry for a FlowExecutor's options (``None`` when all of it is off).
+
+    Raises:
+        ValidationError: an option of the wrong type (``tracing="off"`` would mean on).
+    """
+    _check("tracing", options.tracing, TracingConfig)
+    _check("metrics", options.metrics, MetricsConfig)
+    _check("logging", options.logging, None)
+    tracing = None
+    if options.tracing is not False:
+        config = options.tracing if isinstance(options.tracing, TracingConfig) else TracingConfig()
+        tracing = Tracing(config, options.tracer_provider, options.near_timeout)
+    metrics = None
+    if options.metrics is not False:
+        metrics_config = (
+            options.metrics if isinstance(options.metrics, MetricsConfig) else MetricsConfig()
+        )
+        metrics = make_metrics(
+            metrics_config,
+            registry=options.registry,
+            workers=workers,
+            step_types=options.step_types,
+            near_timeout=options.near_timeout,
+        )
+    logging = Logging() if options.logging else None
+    if tracing is None and metrics is None and logging is None:
+        return None
+    return Telemetry(tracing, metrics, logging)
