@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 from ._labels import BUILTIN_STEP_TYPES, LabelGuard
-from ._metric_series import StepSeries
+from ._metric_series import FlowSeries, StepSeries
 from ._metrics_config import (
     ABANDONED,
     BUDGET_RATIO,
     CHILDREN_CANCELLED,
     DURATION,
+    FLOW_DURATION,
+    FLOW_TIMEOUTS,
     IN_PROGRESS,
     TIMEOUTS,
 )
@@ -37,7 +39,7 @@ _CACHE_LIMIT = 10_000  # raw (flow, step, type) keys cached; beyond it: guarded 
 
 
 class MetricSet:
-    """The six stepwatch metrics registered on one registry, with the label guards."""
+    """The stepwatch metrics registered on one registry, with the label guards."""
 
     def __init__(self, registry: CollectorRegistry, config: MetricsConfig) -> None:
         self.config = config
@@ -79,6 +81,16 @@ class MetricSet:
             registry=None,
             multiprocess_mode="livesum",
         )
+        self.flow_duration = Histogram(
+            FLOW_DURATION,
+            "Duration of each flow run (the whole run), by outcome.",
+            ("flow", "outcome"),
+            registry=None,
+            buckets=config.duration_buckets,
+        )
+        self.flow_timeouts = Counter(
+            FLOW_TIMEOUTS, "Flow runs whose whole-flow deadline expired.", ("flow",), registry=None
+        )
         done: list[Any] = []
         try:
             for metric in self.all():
@@ -99,11 +111,13 @@ class MetricSet:
         self._cache: dict[tuple[str, str, str], StepSeries] = {}
         self._by_labels: dict[tuple[str, str, str], StepSeries] = {}
         self._abandoned: dict[tuple[str, str], Any] = {}
+        self._flows: dict[str, FlowSeries] = {}
+        self._flows_by_label: dict[str, FlowSeries] = {}
 
     def all(self) -> tuple[Any, ...]:
-        """The six metric objects."""
+        """The metric objects (the order of ``METRIC_NAMES``)."""
         m = (self.duration, self.timeouts, self.budget_ratio, self.in_progress)
-        return (*m, self.children_cancelled, self.abandoned)
+        return (*m, self.children_cancelled, self.abandoned, self.flow_duration, self.flow_timeouts)
 
     def series(self, flow: str, step: str, step_type: str) -> StepSeries:
         """The cached :class:`StepSeries` of a step (label values guarded on first use)."""
@@ -123,6 +137,24 @@ class MetricSet:
                 self._by_labels[labels] = found
             if len(self._cache) < _CACHE_LIMIT:
                 self._cache[key] = found
+            return found
+
+    def flow_series(self, flow: str) -> FlowSeries:
+        """The cached :class:`FlowSeries` of a flow (its label value guarded on first use)."""
+        found = self._flows.get(flow)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._flows.get(flow)
+            if found is not None:
+                return found
+            label = self.guards[0](flow)
+            found = self._flows_by_label.get(label)
+            if found is None:
+                found = FlowSeries(self, label)
+                self._flows_by_label[label] = found
+            if len(self._flows) < _CACHE_LIMIT:
+                self._flows[flow] = found
             return found
 
     def abandoned_child(self, flow: str, step_type: str) -> Any:

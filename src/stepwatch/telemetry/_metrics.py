@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .._protocols import ExecutorDecorator, StepExecutor
     from .._steps import Step
     from .._workers import WorkerEvent, WorkerTracker
-    from ._metric_series import StepSeries
+    from ._metric_series import FlowSeries, StepSeries
     from ._metric_set import MetricSet
 
 __all__ = [
@@ -67,7 +67,8 @@ def _exemplar() -> dict[str, str] | None:
 
 
 class _MetricsExecutor:
-    """Wraps one executor chain; records one execution of each step (not ``flow`` roots)."""
+    """Wraps one executor chain; records one execution of each step, and each run of a
+    flow (its root step, type ``flow``) in the flow metrics."""
 
     __slots__ = ("exemplar_interval", "exemplars", "inner", "metrics")
 
@@ -84,7 +85,7 @@ class _MetricsExecutor:
 
     async def execute(self, step: Step, ctx: StepContext) -> Any:
         if step.type == "flow":
-            return await self.inner.execute(step, ctx)
+            return await self._execute_flow(step, ctx)
         series: StepSeries | None
         try:
             series = self.metrics.series(ctx.flow_name, step.name, step.type)
@@ -100,6 +101,35 @@ class _MetricsExecutor:
         if series is not None:
             self._finish(series, step, ctx, None)
         return value
+
+    async def _execute_flow(self, step: Step, ctx: StepContext) -> Any:
+        try:
+            value = await self.inner.execute(step, ctx)
+        except BaseException as exc:
+            self._finish_flow(ctx, exc)
+            raise
+        self._finish_flow(ctx, None)
+        return value
+
+    def _finish_flow(self, ctx: StepContext, exc: BaseException | None) -> None:
+        """One flow-duration observation; a flow timeout (``FlowTimeoutError``) counted."""
+        try:
+            series: FlowSeries = self.metrics.flow_series(ctx.flow_name)
+            outcome, _ = classify(ctx, exc)
+            elapsed = current_time() - ctx.started
+            exemplar = None
+            if self.exemplars and series.exemplar_due(
+                outcome, elapsed, time.monotonic(), self.exemplar_interval
+            ):
+                exemplar = _exemplar()
+            series.duration(outcome).observe(elapsed, exemplar)
+            timeout = ctx.timeout
+            if outcome == TIMEOUT:
+                series.timeouts().inc()
+            elif timeout is not None and timeout > 0 and not math.isinf(timeout):
+                series.timeouts()  # a flow with a deadline: its counter exists from 0
+        except Exception:
+            pass
 
     def _finish(
         self, series: StepSeries, step: Step, ctx: StepContext, exc: BaseException | None
@@ -121,7 +151,9 @@ class _MetricsExecutor:
             timeout = ctx.timeout
             if timeout is not None and timeout > 0 and not math.isinf(timeout):
                 series.budgeted()
-                if outcome != CANCELLATION:  # a budget use of the last attempt
+                if outcome == TIMEOUT:  # it used its whole budget; the overrun is in duration
+                    series.budget.observe(1.0)
+                elif outcome != CANCELLATION:  # a budget use of the last attempt
                     series.budget.observe((end - ctx.own_deadline + timeout) / timeout)
             if outcome == TIMEOUT:
                 series.timeouts().inc()
