@@ -193,7 +193,7 @@ def test_alert_is_documented(alert: dict[str, Any]) -> None:
     query = dict(parse_qsl(link.query))
     assert set(query) <= {f"var-{name}" for name in DASHBOARD_VARIABLES}
     text = annotations["summary"] + annotations["description"]
-    named = {label for label in ("job", "flow", "step") if f"$labels.{label}" in text}
+    named = set(re.findall(r"\$labels\.(job|flow|step)\b", text))
     assert set(query) == {f"var-{label}" for label in named}, "selects what the alert names"
     for name, value in query.items():
         assert value == f"{{{{ $labels.{name[4:]} | urlquery }}}}"
@@ -236,3 +236,42 @@ def test_example_prometheus_config(tmp_path: Path) -> None:
     run = promtool("check", "config", SERVICE / "prometheus.yml", cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "SUCCESS: 1 rule files found" in run.stdout
+
+
+def _sections(markdown: str) -> dict[str, str]:
+    """The ``## `` sections of a markdown page, by heading."""
+    parts = re.split(r"^## (.+)$", markdown, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def _panel_references(text: str) -> list[str]:
+    """Single-asterisk emphasis (``*Title*``) other than the severity lines: in the
+    runbook these name dashboard panels."""
+    found = re.findall(r"(?<![*\w])\*([^*\n]+)\*(?![*\w])", text)
+    return [f for f in found if not f.startswith("Severity")]
+
+
+def test_runbook_walks_from_each_alert_to_real_panels() -> None:
+    """Every alert's runbook section names at least one dashboard panel, every panel the
+    runbook names exists under that exact title, and the exemplar-to-trace walk is there."""
+    runbook = RUNBOOK.read_text()
+    titles = {p["title"] for p in load_dashboard()["panels"] if p["type"] != "row"} | {
+        p["title"] for row in load_dashboard()["panels"] for p in row.get("panels", [])
+    }
+    named = _panel_references(runbook)
+    assert named
+    assert set(named) <= titles, sorted(set(named) - titles)
+    sections = _sections(runbook)
+    for alert in ALERT_NAMES:
+        assert alert in sections, f"no section for {alert}"
+        assert _panel_references(sections[alert]), f"{alert}: no panel named"
+        assert "trace" in sections[alert], f"{alert}: no way to a trace"
+    assert "trace" in sections["From a panel to a trace"]
+    assert load_dashboard()["title"] in runbook
+
+
+def test_runbook_says_how_to_set_the_urls() -> None:
+    """The runbook shows the command that renders the rules with a team's own URLs."""
+    section = _sections(RUNBOOK.read_text())["Setting the links for your team"]
+    for needle in ("render_rules.py", "--runbook-url", "--grafana-url", "--output"):
+        assert needle in section
