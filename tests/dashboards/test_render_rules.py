@@ -183,3 +183,18 @@ def test_shorten_cli_writes_loadable_rules(tmp_path: Path) -> None:
     assert text.startswith("# SHORTENED") and "Never deploy" in text.splitlines()[0]
     assert "[5m]" not in text and "for: 10m" not in text
     assert alerts(text).keys() == alerts(RULES.read_text()).keys()
+
+
+def test_check_option_reports_an_outdated_file(tmp_path: Path) -> None:
+    """``--check`` exits 1 when the rules file no longer matches the template (a hand
+    edit, or a template change that was not re-rendered)."""
+    for source in (RULES_RENDERER, RULES_TEMPLATE):
+        (tmp_path / source.name).write_text(source.read_text())
+    (tmp_path / RULES.name).write_text(RULES.read_text().replace("for: 2m", "for: 1m", 1))
+    script = tmp_path / RULES_RENDERER.name
+    run = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert run.returncode == 1
+    assert "out of date" in run.stderr
+    subprocess.run([sys.executable, str(script)], check=True, capture_output=True)
+    run = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
