@@ -44,7 +44,11 @@ def main(argv: list[str]) -> int:
             sh(PY, "examples/demo.py", *argv[1:])
         elif command == "test":
             ensure_venv("dev")
-            lint = [p for p in ("src", "tests", "examples", "benchmarks") if (ROOT / p).exists()]
+            lint = [
+                p
+                for p in ("src", "tests", "examples", "benchmarks", "dashboards")
+                if (ROOT / p).exists()
+            ]
             sh(PY, "-m", "ruff", "check", *lint)
             sh(PY, "-m", "mypy", "src", "tests/typing")
             sh(PY, "-m", "pytest", *argv[1:])

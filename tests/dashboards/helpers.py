@@ -7,6 +7,7 @@ functions or keywords; ``promtool check rules`` then proves each expression pars
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -20,13 +21,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "dashboards" / "stepwatch.json"
 RULES = ROOT / "dashboards" / "alerts" / "stepwatch-rules.yml"
+RULES_TEMPLATE = ROOT / "dashboards" / "alerts" / "stepwatch-rules.template.yml"
+RULES_RENDERER = ROOT / "dashboards" / "alerts" / "render_rules.py"
 RULE_TESTS = ROOT / "dashboards" / "alerts" / "stepwatch-rules.test.yml"
 SCHEMAS = ROOT / "dashboards" / "schema"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 SERVICE = ROOT / "examples" / "service"
 
-# DESIGN.md §5: the metric families the library exports, by type (the fallback when the
-# real library cannot be asked, and the contract the real library is compared against).
+# The metric families the library exports, by type (docs/telemetry.md; the fallback when
+# the real library cannot be asked, and the contract the real library is compared against).
 CONTRACT: dict[str, str] = {
     "stepwatch_step_duration_seconds": "histogram",
     "stepwatch_step_timeouts": "counter",  # exposed as stepwatch_step_timeouts_total
@@ -34,7 +37,9 @@ CONTRACT: dict[str, str] = {
     "stepwatch_steps_in_progress": "gauge",
     "stepwatch_parallel_children_cancelled": "counter",
     "stepwatch_abandoned_workers": "gauge",
-    "stepwatch_step_overrun_seconds": "counter",  # exposed with _total
+    "stepwatch_flow_duration_seconds": "histogram",
+    "stepwatch_flow_timeouts": "counter",  # exposed as stepwatch_flow_timeouts_total
+    "stepwatch_step_overrun_seconds": "counter",  # exposed as ..._total
 }
 # Label names the expressions may group or match by: the library's plus Prometheus' own.
 LABELS = {"flow", "step", "step_type", "outcome", "cause", "le", "job", "instance"}
@@ -166,19 +171,35 @@ def grouping_labels(expr: str) -> set[str]:
     return labels
 
 
+def renderer() -> Any:
+    """dashboards/alerts/render_rules.py as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("stepwatch_render_rules", RULES_RENDERER)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_INSTALLERS = {
+    "prometheus-alertmanager": ".ci/install-alertmanager.sh",
+    "amtool": ".ci/install-alertmanager.sh",
+}
+
+
 def binary(name: str) -> str:
-    """Path of a Prometheus binary (env ``PROMETHEUS_BIN``/``PROMTOOL_BIN`` or PATH).
+    """Path of a Prometheus binary (env ``PROMETHEUS_BIN``/``PROMTOOL_BIN``/
+    ``PROMETHEUS_ALERTMANAGER_BIN`` or PATH).
 
     Skips the test when it is missing, except under ``CI=true`` where it fails: CI
-    installs it with ``.ci/install-prometheus.sh`` and these tests are mandatory there.
+    installs it with ``.ci/install-prometheus.sh`` / ``.ci/install-alertmanager.sh`` and
+    these tests are mandatory there.
     """
-    path = os.environ.get(f"{name.upper()}_BIN") or shutil.which(name)
+    env = name.upper().replace("-", "_") + "_BIN"
+    path = os.environ.get(env) or shutil.which(name)
     if path:
         return path
-    message = (
-        f"{name} binary not found (install it with `bash .ci/install-prometheus.sh`, "
-        f"or set {name.upper()}_BIN)"
-    )
+    installer = _INSTALLERS.get(name, ".ci/install-prometheus.sh")
+    message = f"{name} binary not found (install it with `bash {installer}`, or set {env})"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}; CI=true makes this test mandatory", pytrace=False)
     pytest.skip(message)

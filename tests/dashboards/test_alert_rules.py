@@ -1,5 +1,6 @@
 """The alert rules pass ``promtool check rules`` and their ``promtool test rules`` unit
-tests, the unit tests catch broken rules, and every alert is documented."""
+tests, the unit tests catch broken rules, and every alert is documented and links to its
+runbook section and to the dashboard with its flow and step selected."""
 
 from __future__ import annotations
 
@@ -8,11 +9,21 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import yaml
 
-from .helpers import RULE_TESTS, RULES, RUNBOOK, SERVICE, binary, load_rules
+from .helpers import (
+    RULE_TESTS,
+    RULES,
+    RUNBOOK,
+    SERVICE,
+    binary,
+    load_dashboard,
+    load_rules,
+    renderer,
+)
 
 ALERTS: list[dict[str, Any]] = [
     rule for group in load_rules()["groups"] for rule in group["rules"] if "alert" in rule
@@ -32,7 +43,8 @@ def test_check_rules() -> None:
     """``promtool check rules`` accepts the rules file."""
     run = promtool("check", "rules", RULES)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "SUCCESS: 8 rules found" in run.stdout
+    count = sum(len(group["rules"]) for group in load_rules()["groups"])
+    assert f"SUCCESS: {count} rules found" in run.stdout
 
 
 @pytest.mark.prometheus
@@ -41,6 +53,10 @@ def test_unit_tests_pass() -> None:
     run = promtool("test", "rules", RULE_TESTS.name, cwd=RULE_TESTS.parent)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "SUCCESS" in run.stdout
+
+
+FAST = "stepwatch:step_timeout_ratio:rate5m > (14.4 * 0.01)\n          and\n          "
+FLOW_FAST = "stepwatch:flow_timeout_ratio:rate5m > (14.4 * 0.01)\n          and\n          "
 
 
 @pytest.mark.prometheus
@@ -55,9 +71,58 @@ def test_unit_tests_pass() -> None:
         ),
         pytest.param("> (6 * 0.01)", "> (2 * 0.01)", id="slow-burn-threshold"),
         pytest.param(
-            ") > 0.8\n        for: 10m", ") > 0.9\n        for: 10m", id="near-budget-0.9"
+            FAST + "stepwatch:step_timeout_ratio:rate1h > (14.4 * 0.01)",
+            "stepwatch:step_timeout_ratio:rate1h > (14.4 * 0.01)\n          and\n          "
+            "stepwatch:step_timeout_ratio:rate5m > (14.4 * 0.01)",
+            id="fast-burn-quotes-the-1h-window",
         ),
-        pytest.param(") > 0.8\n        for: 10m", ") > 0.8\n        for: 1m", id="near-budget-for"),
+        pytest.param(
+            "stepwatch:step_timeout_ratio:rate30m > (6 * 0.01)\n          and\n          "
+            "stepwatch:step_timeout_ratio:rate6h > (6 * 0.01)",
+            "stepwatch:step_timeout_ratio:rate6h > (6 * 0.01)\n          and\n          "
+            "stepwatch:step_timeout_ratio:rate30m > (6 * 0.01)",
+            id="slow-burn-quotes-the-6h-window",
+        ),
+        pytest.param(
+            "stepwatch:flow_timeout_ratio:rate1h > (14.4 * 0.01)",
+            "stepwatch:flow_timeout_ratio:rate1h > (20 * 0.01)",
+            id="flow-fast-burn-1h-threshold",
+        ),
+        pytest.param(
+            "stepwatch:flow_timeout_ratio:rate30m > (6 * 0.01)",
+            "stepwatch:flow_timeout_ratio:rate30m > (10 * 0.01)",
+            id="flow-slow-burn-threshold",
+        ),
+        pytest.param(
+            FLOW_FAST + "stepwatch:flow_timeout_ratio:rate1h > (14.4 * 0.01)",
+            "stepwatch:flow_timeout_ratio:rate1h > (14.4 * 0.01)\n          and\n          "
+            "stepwatch:flow_timeout_ratio:rate5m > (14.4 * 0.01)",
+            id="flow-fast-burn-quotes-the-1h-window",
+        ),
+        pytest.param(
+            "sum by (job, flow) (rate(stepwatch_flow_timeouts_total[5m]))",
+            "sum by (job, flow) (rate(stepwatch_step_timeouts_total[5m]))",
+            id="flow-ratio-from-step-timeouts",
+        ),
+        pytest.param(
+            ") > 0.8\n          unless", ") > 0.9\n          unless", id="near-budget-0.9"
+        ),
+        pytest.param(
+            "0.8\n          unless on (job, flow, step)\n          "
+            "stepwatch:step_timeout_ratio:rate5m >= 0.05\n        for: 10m",
+            "0.8\n        for: 10m",
+            id="near-budget-fires-while-timing-out",
+        ),
+        pytest.param(
+            "stepwatch:step_timeout_ratio:rate5m >= 0.05",
+            "stepwatch:step_timeout_ratio:rate5m > 0",
+            id="near-budget-silenced-by-any-timeout",
+        ),
+        pytest.param(
+            "rate5m >= 0.05\n        for: 10m",
+            "rate5m >= 0.05\n        for: 1m",
+            id="near-budget-for",
+        ),
         pytest.param(
             "(stepwatch_abandoned_workers) >= 5",
             "(stepwatch_abandoned_workers) >= 7",
@@ -68,10 +133,13 @@ def test_unit_tests_pass() -> None:
             "max by (job, flow, step_type) (stepwatch_abandoned_workers)",
             id="abandoned-not-summed",
         ),
+        pytest.param("&var-step={{ $labels.step | urlquery }}", "", id="dashboard-link-no-step"),
+        pytest.param("{{ $labels.step | urlquery }}", "{{ $labels.step }}", id="no-urlquery"),
     ],
 )
 def test_unit_tests_catch_a_broken_rule(tmp_path: Path, old: str, new: str) -> None:
-    """With one threshold, duration or aggregation changed, the unit tests fail."""
+    """With one threshold, duration, window order, aggregation or link changed, the unit
+    tests fail."""
     text = RULES.read_text()
     assert old in text
     (tmp_path / RULES.name).write_text(text.replace(old, new))
@@ -102,39 +170,108 @@ def _anchors(markdown: str) -> set[str]:
     return anchors
 
 
+DASHBOARD_VARIABLES = {v["name"] for v in load_dashboard()["templating"]["list"]}
+
+
 @pytest.mark.parametrize("alert", ALERTS, ids=ALERT_NAMES)
 def test_alert_is_documented(alert: dict[str, Any]) -> None:
-    """Every alert has a severity, a summary, a description and a runbook_url whose anchor
-    is a section of docs/runbook.md."""
+    """Every alert has a severity, a summary, a description, an absolute runbook_url whose
+    anchor is its section of docs/runbook.md, and a dashboard_url that opens the dashboard
+    with the alert's own labels selected."""
+    render = renderer()
     assert alert["labels"]["severity"] in {"critical", "warning"}
     annotations = alert["annotations"]
     assert annotations["summary"].strip() and annotations["description"].strip()
-    path, _, anchor = annotations["runbook_url"].partition("#")
-    assert path.endswith("docs/runbook.md")
+    url, _, anchor = annotations["runbook_url"].partition("#")
+    assert url == render.DEFAULT_RUNBOOK_URL
     assert anchor == alert["alert"].lower()
     assert anchor in _anchors(RUNBOOK.read_text())
+    link = urlsplit(annotations["dashboard_url"])
+    assert f"{link.scheme}://{link.netloc}{link.path}" == render.dashboard_url(
+        render.DEFAULT_GRAFANA_URL
+    )
+    query = dict(parse_qsl(link.query))
+    assert set(query) <= {f"var-{name}" for name in DASHBOARD_VARIABLES}
+    text = annotations["summary"] + annotations["description"]
+    named = set(re.findall(r"\$labels\.(job|flow|step)\b", text))
+    assert set(query) == {f"var-{label}" for label in named}, "selects what the alert names"
+    for name, value in query.items():
+        assert value == f"{{{{ $labels.{name[4:]} | urlquery }}}}"
 
 
 def test_burn_rate_pairs() -> None:
-    """The burn-rate alerts are multi-window: page 14.4x over 1h and 5m, ticket 6x over 6h
-    and 30m, against the documented 1 % error budget."""
+    """The burn-rate alerts are multi-window (page 14.4x over 5m and 1h, ticket 6x over 30m
+    and 6h, for flows and steps) against the documented 1 % error budget, with the short
+    window on the left so that ``$value`` is the ratio the description names."""
     by_name = {a["alert"]: a for a in ALERTS}
-    fast = by_name["StepwatchTimeoutBudgetBurnFast"]
-    slow = by_name["StepwatchTimeoutBudgetBurnSlow"]
-    assert "rate1h > (14.4 * 0.01)" in fast["expr"] and "rate5m > (14.4 * 0.01)" in fast["expr"]
-    assert "rate6h > (6 * 0.01)" in slow["expr"] and "rate30m > (6 * 0.01)" in slow["expr"]
-    assert fast["labels"]["severity"] == "critical"
-    assert slow["labels"]["severity"] == "warning"
+    for kind in ("flow", "step"):
+        prefix = "StepwatchFlow" if kind == "flow" else "Stepwatch"
+        fast = by_name[f"{prefix}TimeoutBudgetBurnFast"]
+        slow = by_name[f"{prefix}TimeoutBudgetBurnSlow"]
+        record = f"stepwatch:{kind}_timeout_ratio"
+        assert [line.strip() for line in fast["expr"].strip().splitlines()] == [
+            f"{record}:rate5m > (14.4 * 0.01)",
+            "and",
+            f"{record}:rate1h > (14.4 * 0.01)",
+        ]
+        assert [line.strip() for line in slow["expr"].strip().splitlines()] == [
+            f"{record}:rate30m > (6 * 0.01)",
+            "and",
+            f"{record}:rate6h > (6 * 0.01)",
+        ]
+        assert "last 5 minutes" in fast["annotations"]["description"]
+        assert "last 30 minutes" in slow["annotations"]["description"]
+        assert fast["labels"]["severity"] == "critical"
+        assert slow["labels"]["severity"] == "warning"
     assert "1 %" in RULES.read_text().split("groups:")[0]  # the SLO is documented
 
 
 @pytest.mark.prometheus
 def test_example_prometheus_config(tmp_path: Path) -> None:
-    """The docker-compose Prometheus config is valid and loads the same rules file."""
+    """``promtool check config examples/service/prometheus.yml`` passes as committed, from
+    any directory, and the config loads the shipped rules file."""
     config = yaml.safe_load((SERVICE / "prometheus.yml").read_text())
-    assert config["rule_files"] == ["/etc/prometheus/rules/stepwatch-rules.yml"]
-    config["rule_files"] = [str(RULES)]
-    path = tmp_path / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    run = promtool("check", "config", path)
+    (rule_file,) = config["rule_files"]
+    assert (SERVICE / rule_file).resolve() == RULES.resolve()
+    run = promtool("check", "config", SERVICE / "prometheus.yml", cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
+    assert "SUCCESS: 1 rule files found" in run.stdout
+
+
+def _sections(markdown: str) -> dict[str, str]:
+    """The ``## `` sections of a markdown page, by heading."""
+    parts = re.split(r"^## (.+)$", markdown, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def _panel_references(text: str) -> list[str]:
+    """Single-asterisk emphasis (``*Title*``) other than the severity lines: in the
+    runbook these name dashboard panels."""
+    found = re.findall(r"(?<![*\w])\*([^*\n]+)\*(?![*\w])", text)
+    return [f for f in found if not f.startswith("Severity")]
+
+
+def test_runbook_walks_from_each_alert_to_real_panels() -> None:
+    """Every alert's runbook section names at least one dashboard panel, every panel the
+    runbook names exists under that exact title, and the exemplar-to-trace walk is there."""
+    runbook = RUNBOOK.read_text()
+    titles = {p["title"] for p in load_dashboard()["panels"] if p["type"] != "row"} | {
+        p["title"] for row in load_dashboard()["panels"] for p in row.get("panels", [])
+    }
+    named = _panel_references(runbook)
+    assert named
+    assert set(named) <= titles, sorted(set(named) - titles)
+    sections = _sections(runbook)
+    for alert in ALERT_NAMES:
+        assert alert in sections, f"no section for {alert}"
+        assert _panel_references(sections[alert]), f"{alert}: no panel named"
+        assert "trace" in sections[alert], f"{alert}: no way to a trace"
+    assert "trace" in sections["From a panel to a trace"]
+    assert load_dashboard()["title"] in runbook
+
+
+def test_runbook_says_how_to_set_the_urls() -> None:
+    """The runbook shows the command that renders the rules with a team's own URLs."""
+    section = _sections(RUNBOOK.read_text())["Setting the links for your team"]
+    for needle in ("render_rules.py", "--runbook-url", "--grafana-url", "--output"):
+        assert needle in section

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from .helpers import ROOT, SCHEMAS, load_dashboard, panels
+from .helpers import ROOT, SCHEMAS, load_dashboard, load_rules, panels
 
 DASHBOARD = load_dashboard()
 PANELS = panels(DASHBOARD)
@@ -97,20 +97,44 @@ def test_fixed_uid_and_current_schema_version() -> None:
 
 
 def test_variables() -> None:
-    """A Prometheus data source variable and a job variable from the duration histogram."""
+    """A Prometheus data source variable, and job, flow and step variables (each narrowed
+    by the ones before it), multi-select with "All" matching every value."""
     variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
-    assert set(variables) == {"datasource", "job"}
+    assert list(variables) == ["datasource", "job", "flow", "step"]
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    job = variables["job"]
-    assert job["type"] == "query"
-    assert job["query"] == "label_values(stepwatch_step_duration_seconds_count, job)"
-    assert job["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    queries = {
+        "job": "label_values(stepwatch_step_duration_seconds_count, job)",
+        "flow": 'label_values(stepwatch_step_duration_seconds_count{job=~"$job"}, flow)',
+        "step": (
+            'label_values(stepwatch_step_duration_seconds_count{job=~"$job", flow=~"$flow"}, step)'
+        ),
+    }
+    for name, query in queries.items():
+        var = variables[name]
+        assert var["type"] == "query"
+        assert var["query"] == query
+        assert var["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert var["multi"] is True and var["includeAll"] is True
+        assert var["allValue"] == ".*"
+
+
+# Panels over metrics without a step label (or labelled with the parallel step's name, not
+# the step being looked at) follow the flow selection only.
+FLOW_ONLY = {
+    "stepwatch_flow_timeouts_total",
+    "stepwatch_flow_duration_seconds_count",
+    "stepwatch_flow_duration_seconds_bucket",
+    "stepwatch_steps_in_progress",
+    "stepwatch_abandoned_workers",
+    "stepwatch_parallel_children_cancelled_total",
+}
 
 
 @pytest.mark.parametrize("panel", PANELS, ids=PANEL_IDS)
 def test_panel_has_description_unit_and_uses_variables(panel: dict[str, Any]) -> None:
-    """Every panel has a description, a unit, the datasource variable, a job filter, and
+    """Every panel has a description, a unit, the datasource variable, job and flow filters
+    on every selector (and the step filter where the metric is per step), and
     ``$__rate_interval`` in every rate window."""
     assert panel["description"].strip()
     assert panel["fieldConfig"]["defaults"]["unit"]
@@ -118,15 +142,52 @@ def test_panel_has_description_unit_and_uses_variables(panel: dict[str, Any]) ->
     for target in panel["targets"]:
         expr = target["expr"]
         assert target["datasource"] == panel["datasource"]
-        assert 'job=~"$job"' in expr
+        selectors = re.findall(r"(\w+)\{([^}]*)\}", expr)
+        assert selectors, expr
+        for metric, matchers in selectors:
+            expected = ['job=~"$job"', 'flow=~"$flow"']
+            if metric not in FLOW_ONLY:
+                expected.append('step=~"$step"')
+            assert [m.strip() for m in matchers.split(",")] == expected, expr
         for window in re.findall(r"\[([^\]]+)\]", expr):
             assert window == "$__rate_interval", f"fixed window [{window}] in {expr!r}"
 
 
+def test_first_row_answers_which_flows_miss_their_deadline() -> None:
+    """The top row shows, per flow, the flow timeout rate, the flow timeout ratio and the
+    flow duration p95/p99 (with exemplars), from the flow metrics."""
+    top = sorted(DASHBOARD["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    assert top[0]["type"] == "row" and "deadline" in top[0]["title"]
+    first_row = [p for p in top[1:] if p["gridPos"]["y"] < top[0]["gridPos"]["y"] + 2]
+    assert [p["title"] for p in first_row] == [
+        "Flow timeouts per second",
+        "Flow timeout ratio",
+        "Flow duration p95 / p99",
+    ]
+    rate, ratio, duration = ([t["expr"] for t in p["targets"]] for p in first_row)
+    assert rate == [
+        'sum by (flow) (rate(stepwatch_flow_timeouts_total{job=~"$job", flow=~"$flow"}'
+        "[$__rate_interval]))"
+    ]
+    assert "stepwatch_flow_timeouts_total" in ratio[0].split("/")[0]
+    assert "stepwatch_flow_duration_seconds_count" in ratio[0].split("/")[1]
+    assert [re.findall(r"histogram_quantile\(([\d.]+),", e) for e in duration] == [
+        ["0.95"],
+        ["0.99"],
+    ]
+    assert all("stepwatch_flow_duration_seconds_bucket" in e for e in duration)
+    assert all(t["exemplar"] is True for t in first_row[2]["targets"])
+    assert [p["fieldConfig"]["defaults"]["unit"] for p in first_row] == ["ops", "percentunit", "s"]
+
+
 def test_expected_panels() -> None:
-    """The expected panels exist, latency with exemplars on for all quantiles."""
+    """The flow panels and the step panels exist, latency with exemplars on for all
+    quantiles."""
     by_title = {p["title"]: p for p in PANELS}
     assert set(by_title) == {
+        "Flow timeouts per second",
+        "Flow timeout ratio",
+        "Flow duration p95 / p99",
         "Step throughput",
         "Timeout ratio by step",
         "Step latency p50 / p95 / p99",
@@ -144,13 +205,23 @@ def test_expected_panels() -> None:
     ratio = by_title["Timeout ratio by step"]["targets"][0]["expr"]
     assert "stepwatch_step_timeouts_total" in ratio
     assert "stepwatch_step_duration_seconds_count" in ratio
-    budget = by_title["Budget use p95 by step"]["targets"][0]["expr"]
-    assert budget.startswith("histogram_quantile(0.95,")
-    assert "stepwatch_step_timeout_budget_ratio_bucket" in budget
+    budget = by_title["Budget use p95 by step"]
+    assert budget["targets"][0]["expr"].startswith("histogram_quantile(0.95,")
+    assert "stepwatch_step_timeout_budget_ratio_bucket" in budget["targets"][0]["expr"]
+    assert budget["fieldConfig"]["defaults"]["max"] == 1  # a timeout is exactly 1.0
     assert (
         "by (flow, step, cause)"
         in by_title["Parallel children cancelled by cause"]["targets"][0]["expr"]
     )
+
+
+def test_descriptions_name_only_real_panels_and_alerts() -> None:
+    """Panel descriptions that mention an alert or another panel use real names."""
+    alerts = {r["alert"] for g in load_rules()["groups"] for r in g["rules"] if "alert" in r}
+    for panel in PANELS:
+        for name in re.findall(r"\b(Stepwatch[A-Za-z]+)\b", panel["description"]):
+            prefix = name.rstrip("*")
+            assert any(a.startswith(prefix) for a in alerts), f"{panel['title']}: {name}"
 
 
 def test_panel_ids_unique_and_grid_does_not_overlap() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from typing import Any
@@ -20,8 +21,10 @@ from structlog.testing import capture_logs
 from stepwatch import (
     Flow,
     FlowExecutor,
+    FlowTimeoutError,
     Parallel,
     Request,
+    Sequence,
     StepFailedError,
     StepTimeoutError,
     ValidationError,
@@ -84,6 +87,8 @@ T = "stepwatch_step_timeouts_total"
 B = "stepwatch_step_timeout_budget_ratio"
 P = "stepwatch_steps_in_progress"
 C = "stepwatch_parallel_children_cancelled_total"
+FD = "stepwatch_flow_duration_seconds"
+FT = "stepwatch_flow_timeouts_total"
 
 
 async def test_timed_out_parallel_gives_exactly_the_expected_samples() -> None:
@@ -108,6 +113,8 @@ async def test_timed_out_parallel_gives_exactly_the_expected_samples() -> None:
         key(P, flow="checkout", step_type="parallel"): 0,
         key(P, flow="checkout", step_type="request"): 0,
         key(C, flow="checkout", step="enrich", cause="deadline"): 1,
+        # the run itself: its error passed through it, so a failure (it has no deadline)
+        key(f"{FD}_count", flow="checkout", outcome="failure"): 1,
     }
     got = samples(registry)
     assert got[key(f"{D}_bucket", **par, outcome="timeout", le="0.05")] == 0
@@ -115,8 +122,164 @@ async def test_timed_out_parallel_gives_exactly_the_expected_samples() -> None:
     assert got[key(f"{D}_bucket", **ok, outcome="success", le="0.1")] == 1
     assert got[key(f"{D}_sum", **par, outcome="timeout")] == pytest.approx(0.1, abs=0.05)
     assert got[key(f"{B}_bucket", **par, le="0.95")] == 0  # it used its whole budget
-    assert got[key(f"{B}_bucket", **par, le="+Inf")] == 1
+    assert got[key(f"{B}_bucket", **par, le="1.0")] == 1  # exactly all of it, never more
+    assert got[key(f"{B}_sum", **par)] == 1.0
     assert got[key(f"{B}_bucket", **ok, le="0.1")] == 1  # 0.01 s of 30 s
+
+
+# -- budget use of a timed-out step --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        Request("p", "slow", timeout=0.1),
+        Request("p", "slow", timeout=0.1, fallback="cached"),
+        Request("p", "slow", timeout=0.1, retry=2),
+        Parallel("p", [Request("a", "slow")], timeout=0.1, on_timeout="partial"),
+    ],
+    ids=["raise", "fallback", "retried", "partial"],
+)
+async def test_timed_out_step_uses_exactly_its_whole_budget(step: Any) -> None:
+    """A step that timed out is observed at exactly 1.0 budget use, however late it ended."""
+    registry = CollectorRegistry()
+    ex = FlowExecutor(handlers=HANDLERS, registry=registry, tracing=False)
+    with contextlib.suppress(StepTimeoutError):
+        await ex.run(Flow("f", [step]))
+    labels = {"flow": "f", "step": "p", "step_type": step.type}
+    got = samples(registry)
+    assert got[key(f"{B}_count", **labels)] == 1
+    assert got[key(f"{B}_sum", **labels)] == 1.0
+    assert got[key(f"{B}_bucket", **labels, le="0.95")] == 0
+    assert got[key(f"{B}_bucket", **labels, le="1.0")] == 1
+
+
+async def test_late_timeout_overrun_is_in_the_duration_not_the_budget() -> None:
+    """A timed-out step that ends late shows the overrun in its duration; budget use is 1.0."""
+
+    async def late(params: Any) -> str:
+        with anyio.CancelScope(shield=True):  # ignores its deadline for a while
+            await anyio.sleep(0.2)
+        await anyio.sleep(10)
+        return "never"
+
+    registry = CollectorRegistry()
+    blocking = Request("p", "late", timeout=0.05)
+    ex = FlowExecutor(handlers={**HANDLERS, "late": late}, registry=registry, tracing=False)
+    with pytest.raises(StepTimeoutError):
+        await ex.run(Flow("f", [blocking]))
+    labels = {"flow": "f", "step": "p", "step_type": "request"}
+    got = samples(registry)
+    assert got[key(f"{D}_sum", **labels, outcome="timeout")] >= 0.2
+    assert got[key(f"{B}_sum", **labels)] == 1.0
+
+
+# -- flow-level metrics -------------------------------------------------------------------
+
+
+async def test_flow_deadline_counts_a_flow_timeout() -> None:
+    """A whole-flow deadline that expires is one flow timeout and one flow duration with
+    outcome timeout; the steps it cut off are cancellations, never step timeouts."""
+    registry = CollectorRegistry()
+    ex = FlowExecutor(handlers=HANDLERS, registry=registry, tracing=False)
+    flow = Flow("checkout", [Request("a", "fast"), Request("b", "slow")], timeout=0.1)
+    with pytest.raises(FlowTimeoutError):
+        await ex.run(flow)
+    got = summary(registry)
+    assert got[key(FT, flow="checkout")] == 1
+    assert got[key(f"{FD}_count", flow="checkout", outcome="timeout")] == 1
+    assert (
+        got[
+            key(
+                f"{D}_count", flow="checkout", step="b", step_type="request", outcome="cancellation"
+            )
+        ]
+        == 1
+    )
+    assert sum(v for k, v in got.items() if k[0] == T) == 0
+    all_samples = samples(registry)
+    assert all_samples[key(f"{FD}_sum", flow="checkout", outcome="timeout")] == pytest.approx(
+        0.1, abs=0.05
+    )
+    assert all_samples[key(f"{FD}_bucket", flow="checkout", outcome="timeout", le="0.05")] == 0
+    assert all_samples[key(f"{FD}_bucket", flow="checkout", outcome="timeout", le="0.25")] == 1
+
+
+async def test_flow_outcomes_and_a_zero_timeout_counter() -> None:
+    """Each run is one flow observation by outcome; a flow with a deadline has its timeout
+    counter from 0, a flow without one has none."""
+    registry = CollectorRegistry()
+    ex = FlowExecutor(handlers=HANDLERS, registry=registry, tracing=False)
+    await ex.run(Flow("ok", [Request("a", "fast")], timeout=5))
+    await ex.run(Flow("ok", [Request("a", "fast")], timeout=5))
+    await ex.run(Flow("nodeadline", [Request("a", "fast")]))
+    with pytest.raises(StepFailedError):
+        await ex.run(Flow("bad", [Sequence("s", [Request("x", "boom")])], timeout=5))
+    got = summary(registry)
+    flow_samples = {k: v for k, v in got.items() if k[0] in (f"{FD}_count", FT)}
+    assert flow_samples == {
+        key(f"{FD}_count", flow="ok", outcome="success"): 2,
+        key(FT, flow="ok"): 0,
+        key(f"{FD}_count", flow="nodeadline", outcome="success"): 1,
+        key(f"{FD}_count", flow="bad", outcome="failure"): 1,
+        key(FT, flow="bad"): 0,
+    }
+
+
+async def test_flow_cancelled_by_its_caller_is_a_cancellation() -> None:
+    """A run its caller cancels is a flow cancellation, not a flow timeout."""
+    registry = CollectorRegistry()
+    ex = FlowExecutor(handlers=HANDLERS, registry=registry, tracing=False)
+    with anyio.move_on_after(0.05):
+        await ex.run(Flow("shop", [Request("a", "slow")], timeout=1))
+    got = summary(registry)
+    assert got[key(f"{FD}_count", flow="shop", outcome="cancellation")] == 1
+    assert got[key(FT, flow="shop")] == 0
+
+
+async def test_flow_label_is_guarded() -> None:
+    """Flow names beyond max_label_values are recorded as _other in the flow metrics too."""
+    registry = CollectorRegistry()
+    ex = FlowExecutor(
+        handlers=HANDLERS,
+        registry=registry,
+        tracing=False,
+        logging=False,
+        metrics=MetricsConfig(max_label_values=1),
+    )
+    with capture_logs():
+        for name in ("a", "b", "c"):
+            await ex.run(Flow(name, [Request("s", "fast")], timeout=1))
+    got = summary(registry)
+    assert got[key(f"{FD}_count", flow="a", outcome="success")] == 1
+    assert got[key(f"{FD}_count", flow=OTHER, outcome="success")] == 2
+    assert {dict(k[1])["flow"] for k in got if k[0] == FT} == {"a", OTHER}
+
+
+async def test_flow_exemplar_is_the_flow_span() -> None:
+    """Flow duration exemplars carry the trace and span id of the ``flow {name}`` span."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    registry = CollectorRegistry()
+    ex = FlowExecutor(handlers=HANDLERS, registry=registry, tracer_provider=provider)
+    await ex.run(Flow("ok", [Request("a", "fast")]))
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "flow ok"]
+    found = [
+        s.exemplar.labels
+        for family in registry.collect()
+        for s in family.samples
+        if s.name == f"{FD}_bucket" and s.exemplar is not None
+    ]
+    assert found == [
+        {
+            "trace_id": format_trace_id(span.context.trace_id),
+            "span_id": format_span_id(span.context.span_id),
+        }
+    ]
+
+
+# -- cancellation ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("how", ["move_on_after", "cancel_scope"])
@@ -444,7 +607,7 @@ async def test_no_exemplar_without_a_recording_span_or_when_disabled() -> None:
 
 
 def test_metric_names_are_exactly_the_registered_ones() -> None:
-    """METRIC_NAMES lists exactly the metrics registered, with their documented types."""
+    """METRIC_NAMES lists exactly the metrics registered, with their types."""
     registry = CollectorRegistry()
     FlowExecutor(registry=registry)
     families = {
@@ -457,6 +620,8 @@ def test_metric_names_are_exactly_the_registered_ones() -> None:
         P: "gauge",
         C: "counter",
         "stepwatch_abandoned_workers": "gauge",
+        FD: "histogram",
+        FT: "counter",
         "stepwatch_step_overrun_seconds_total": "counter",
     }
     assert set(METRIC_NAMES) == set(families)

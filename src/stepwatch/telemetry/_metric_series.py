@@ -1,4 +1,4 @@
-"""The cached, labelled metric children of one step (flow, step, step_type)."""
+"""The cached, labelled metric children of one step (flow, step, step_type) or one flow."""
 
 from __future__ import annotations
 
@@ -8,10 +8,30 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._metric_set import MetricSet
 
-__all__ = ["StepSeries"]
+__all__ = ["FlowSeries", "StepSeries"]
 
 
-class StepSeries:
+class _Exemplars:
+    """Per (outcome, bucket) exemplar sampling, shared by step and flow series."""
+
+    __slots__ = ()
+    _set: MetricSet
+    _exemplar_due: dict[str, list[float]]
+
+    def exemplar_due(self, outcome: str, value: float, now: float, interval: float) -> bool:
+        """Whether this observation's bucket may take a new exemplar now (then reserve it)."""
+        buckets = self._set.config.duration_buckets
+        due = self._exemplar_due.get(outcome)
+        if due is None:
+            due = self._exemplar_due[outcome] = [0.0] * (len(buckets) + 1)
+        index = bisect_left(buckets, value)
+        if now < due[index]:
+            return False
+        due[index] = now + interval
+        return True
+
+
+class StepSeries(_Exemplars):
     """The labelled children of one (flow, step, step_type), created on first use."""
 
     __slots__ = (
@@ -47,18 +67,6 @@ class StepSeries:
             self._durations[outcome] = child
         return child
 
-    def exemplar_due(self, outcome: str, value: float, now: float, interval: float) -> bool:
-        """Whether this observation's bucket may take a new exemplar now (then reserve it)."""
-        buckets = self._set.config.duration_buckets
-        due = self._exemplar_due.get(outcome)
-        if due is None:
-            due = self._exemplar_due[outcome] = [0.0] * (len(buckets) + 1)
-        index = bisect_left(buckets, value)
-        if now < due[index]:
-            return False
-        due[index] = now + interval
-        return True
-
     def budgeted(self) -> None:
         """Create the timeouts counter (at 0) and the budget-ratio histogram of this step."""
         if self.budget is None:
@@ -81,3 +89,30 @@ class StepSeries:
             child = self._set.children_cancelled.labels(self.flow, self.step, cause)
             self._cancelled[cause] = child
         return child
+
+
+class FlowSeries(_Exemplars):
+    """The labelled children of one flow's runs (the root step), created on first use."""
+
+    __slots__ = ("_durations", "_exemplar_due", "_set", "_timeouts", "flow")
+
+    def __init__(self, metric_set: MetricSet, flow: str) -> None:
+        self._set = metric_set
+        self.flow = flow
+        self._durations: dict[str, Any] = {}
+        self._exemplar_due: dict[str, list[float]] = {}
+        self._timeouts: Any = None
+
+    def duration(self, outcome: str) -> Any:
+        """The flow duration histogram child for ``outcome``."""
+        child = self._durations.get(outcome)
+        if child is None:
+            child = self._set.flow_duration.labels(self.flow, outcome)
+            self._durations[outcome] = child
+        return child
+
+    def timeouts(self) -> Any:
+        """The flow timeouts counter child (created at 0 by the first run with a deadline)."""
+        if self._timeouts is None:
+            self._timeouts = self._set.flow_timeouts.labels(self.flow)
+        return self._timeouts

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 from ._labels import LabelGuard
-from ._metric_series import StepSeries
+from ._metric_series import FlowSeries, StepSeries
 from ._metrics_config import (
     ABANDONED,
     BUDGET_RATIO,
     CHILDREN_CANCELLED,
     DURATION,
+    FLOW_DURATION,
+    FLOW_TIMEOUTS,
     IN_PROGRESS,
     OVERRUN,
     TIMEOUTS,
@@ -82,6 +84,16 @@ class MetricSet:
             registry=None,
             multiprocess_mode="livesum",
         )
+        self.flow_duration = Histogram(
+            FLOW_DURATION,
+            "Duration of each flow run (the whole run), by outcome.",
+            ("flow", "outcome"),
+            registry=None,
+            buckets=config.duration_buckets,
+        )
+        self.flow_timeouts = Counter(
+            FLOW_TIMEOUTS, "Flow runs whose whole-flow deadline expired.", ("flow",), registry=None
+        )
         self.overrun = Counter(
             OVERRUN,
             "Seconds steps ran past the deadline governing them instead of being stopped "
@@ -109,11 +121,14 @@ class MetricSet:
         self._cache: dict[tuple[str, str, str], StepSeries] = {}
         self._by_labels: dict[tuple[str, str, str], StepSeries] = {}
         self._abandoned: dict[tuple[str, str], Any] = {}
+        self._flows: dict[str, FlowSeries] = {}
+        self._flows_by_label: dict[str, FlowSeries] = {}
 
     def all(self) -> tuple[Any, ...]:
-        """The metric objects."""
+        """The metric objects (the order of ``METRIC_NAMES``)."""
         m = (self.duration, self.timeouts, self.budget_ratio, self.in_progress)
-        return (*m, self.children_cancelled, self.abandoned, self.overrun)
+        flows = (self.flow_duration, self.flow_timeouts)
+        return (*m, self.children_cancelled, self.abandoned, *flows, self.overrun)
 
     def series(self, flow: str, step: str, step_type: str) -> StepSeries:
         """The cached :class:`StepSeries` of a step (label values guarded on first use)."""
@@ -133,6 +148,24 @@ class MetricSet:
                 self._by_labels[labels] = found
             if len(self._cache) < _CACHE_LIMIT:
                 self._cache[key] = found
+            return found
+
+    def flow_series(self, flow: str) -> FlowSeries:
+        """The cached :class:`FlowSeries` of a flow (its label value guarded on first use)."""
+        found = self._flows.get(flow)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._flows.get(flow)
+            if found is not None:
+                return found
+            label = self.guards[0](flow)
+            found = self._flows_by_label.get(label)
+            if found is None:
+                found = FlowSeries(self, label)
+                self._flows_by_label[label] = found
+            if len(self._flows) < _CACHE_LIMIT:
+                self._flows[flow] = found
             return found
 
     def abandoned_child(self, flow: str, step_type: str) -> Any:

@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from opentelemetry.trace import format_span_id, format_trace_id, get_current_span
 
+from ._metric_series import FlowSeries, StepSeries
 from ._metrics_config import MetricsConfig
 
 if TYPE_CHECKING:
     from .._context import StepContext
     from .._record import StepEnded
     from .._workers import WorkerEvent, WorkerTracker
-    from ._metric_series import StepSeries
     from ._metric_set import MetricSet
 
 __all__ = ["Metrics", "make_metrics"]
 
 _logger = structlog.get_logger("stepwatch")
 
-FLOW = "flow"  # the step type of a run's root step: not a step execution to record
+FLOW = "flow"  # the step type of a run's root step: recorded in the flow metrics
 
 
 def multiprocess_mode() -> bool:
@@ -53,7 +53,8 @@ def _exemplar() -> dict[str, str] | None:
 
 
 class Metrics:
-    """Records one execution of each step (not the ``flow`` roots) on one MetricSet."""
+    """Records one execution of each step, and each run of a flow (its root step, type
+    ``flow``) in the flow metrics, on one MetricSet."""
 
     __slots__ = ("exemplar_interval", "exemplars", "metrics")
 
@@ -62,11 +63,14 @@ class Metrics:
         self.exemplars = exemplars
         self.exemplar_interval = interval
 
-    def start(self, ctx: StepContext) -> StepSeries | None:
+    def start(self, ctx: StepContext) -> StepSeries | FlowSeries | None:
         step = ctx.step
         assert step is not None
         if step.type == FLOW:
-            return None
+            try:
+                return self.metrics.flow_series(ctx.flow_name)
+            except Exception:
+                return None
         try:
             series = self.metrics.series(ctx.flow_name, step.name, step.type)
             series.in_progress.inc()
@@ -74,9 +78,13 @@ class Metrics:
             return None
         return series
 
-    def end(self, record: StepEnded, series: StepSeries | None) -> None:
+    def end(self, record: StepEnded, series: StepSeries | FlowSeries | None) -> None:
         if series is None:
             return
+        if type(series) is FlowSeries:
+            self.end_flow(record, series)
+            return
+        assert isinstance(series, StepSeries)
         try:  # noqa: SIM105 - hot path: suppress() would build an object per call
             series.in_progress.dec()
         except Exception:
@@ -104,6 +112,25 @@ class Metrics:
             if record.cancelled:
                 for cause, n in record.cancelled.items():
                     series.cancelled(cause).inc(n)
+        except Exception:
+            pass
+
+    def end_flow(self, record: StepEnded, series: FlowSeries) -> None:
+        """One flow-duration observation; a flow timeout (``FlowTimeoutError``) counted."""
+        try:
+            outcome = record.outcome
+            result = record.result
+            elapsed = outcome.elapsed
+            exemplar = None
+            if self.exemplars and series.exemplar_due(
+                result, elapsed, time.monotonic(), self.exemplar_interval
+            ):
+                exemplar = _exemplar()
+            series.duration(result).observe(elapsed, exemplar)
+            if result == "timeout":
+                series.timeouts().inc()
+            elif outcome.timeout is not None:
+                series.timeouts()  # a flow with a deadline: its counter exists from 0
         except Exception:
             pass
 

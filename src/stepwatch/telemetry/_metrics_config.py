@@ -23,16 +23,13 @@ BUDGET_RATIO: Final = "stepwatch_step_timeout_budget_ratio"
 IN_PROGRESS: Final = "stepwatch_steps_in_progress"
 CHILDREN_CANCELLED: Final = "stepwatch_parallel_children_cancelled_total"
 ABANDONED: Final = "stepwatch_abandoned_workers"
+FLOW_DURATION: Final = "stepwatch_flow_duration_seconds"
+FLOW_TIMEOUTS: Final = "stepwatch_flow_timeouts_total"
 OVERRUN: Final = "stepwatch_step_overrun_seconds_total"
 
 METRIC_NAMES: Final = (
-    DURATION,
-    TIMEOUTS,
-    BUDGET_RATIO,
-    IN_PROGRESS,
-    CHILDREN_CANCELLED,
-    ABANDONED,
-    OVERRUN,
+    *(DURATION, TIMEOUTS, BUDGET_RATIO, IN_PROGRESS, CHILDREN_CANCELLED, ABANDONED),
+    *(FLOW_DURATION, FLOW_TIMEOUTS, OVERRUN),
 )
 """The name of every metric stepwatch defines (as passed to prometheus-client)."""
 
@@ -83,13 +80,14 @@ class MetricsConfig:
     """Metrics options, passed as ``FlowExecutor(metrics=MetricsConfig(...))``.
 
     Args:
-        duration_buckets: upper bounds (s) of ``stepwatch_step_duration_seconds``.
+        duration_buckets: upper bounds (s) of ``stepwatch_step_duration_seconds`` and
+            ``stepwatch_flow_duration_seconds``.
         budget_ratio_buckets: upper bounds of ``stepwatch_step_timeout_budget_ratio``.
         max_label_values: distinct values admitted per label taken from user-supplied
             names (``flow``, ``step``, user step types); later new ones become ``_other``.
         exemplars: attach ``trace_id``/``span_id`` exemplars to duration observations when
             a span is recording (never in multiprocess mode).
-        exemplar_interval: at most one exemplar per (step series, outcome, bucket) every
+        exemplar_interval: at most one exemplar per (step or flow series, outcome, bucket) every
             this many seconds (``0`` = on every observation). prometheus-client keeps only
             the last exemplar of each bucket, so more would be overwritten before a scrape;
             every bucket (the slow ones included) still gets a fresh exemplar each interval.

@@ -1,0 +1,148 @@
+"""docs/telemetry.md says what the library really exports: every metric with its type and
+labels, every series suffix (``_created`` included), and what an expired deadline looks
+like in a trace."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest
+
+from stepwatch import Flow, FlowExecutor, Parallel, Request, Sequence, StepTimeoutError, Transform
+from stepwatch.telemetry._metrics_config import METRIC_NAMES
+
+ROOT = Path(__file__).resolve().parents[2]
+TELEMETRY = (ROOT / "docs" / "telemetry.md").read_text()
+
+
+async def fast(params: Any) -> str:
+    await anyio.sleep(0.01)
+    return "ok"
+
+
+async def slow(params: Any) -> str:
+    await anyio.sleep(10)
+    return "late"
+
+
+def blocking(params: Any) -> str:
+    time.sleep(0.1)  # a sync handler: abandoned at the deadline, finishes late
+    return "late"
+
+
+async def hog(params: Any) -> str:
+    time.sleep(0.02)  # holds the event loop past its 10 ms deadline: an overrun
+    return "late"
+
+
+def documented_metrics() -> dict[str, tuple[str, set[str]]]:
+    """{metric: (type, labels)} from the table under "### The metrics"."""
+    section = TELEMETRY.split("### The metrics", 1)[1].split("###", 1)[0]
+    rows = re.findall(r"^\| `(stepwatch_\w+)` \| (\w+) \| ([^|]+) \|", section, flags=re.M)
+    return {name: (kind, set(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
+
+
+def exported_registry() -> CollectorRegistry:
+    """A registry after one timed-out run with a flow deadline and an overrun (every
+    metric has series)."""
+    registry = CollectorRegistry()
+    handlers = {"fast": fast, "slow": slow, "blocking": blocking, "hog": hog}
+    ex = FlowExecutor(handlers=handlers, registry=registry, tracing=False)
+    children = [
+        Request("a", "fast"),
+        Request("b", "slow"),
+        Request("c", "blocking"),
+        Request("d", "hog", timeout=0.01, fallback=None),
+    ]
+    flow = Flow("docs", [Parallel("p", children, timeout=0.05)], timeout=5)
+    with pytest.raises(StepTimeoutError):
+        anyio.run(ex.run, flow)
+    return registry
+
+
+def test_every_metric_is_documented_with_its_type_and_labels() -> None:
+    """The metrics table lists exactly the registered metrics, with their real types and
+    label names."""
+    registry = exported_registry()
+    real: dict[str, tuple[str, set[str]]] = {}
+    for family in registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = {k for s in family.samples for k in s.labels if k != "le"}
+        real[name] = (family.type, labels)
+    assert set(real) == set(METRIC_NAMES)
+    assert documented_metrics() == real
+
+
+def test_every_series_suffix_is_documented() -> None:
+    """Each series suffix the exposition really has (``_created`` too) is named on the page."""
+    exposition = generate_latest(exported_registry()).decode()
+    names = set(re.findall(r"^(stepwatch_\w+?)(?:\{| )", exposition, flags=re.M))
+    suffixes = {
+        m.group(1) for n in names if (m := re.search(r"(_bucket|_count|_sum|_total|_created)$", n))
+    }
+    assert suffixes == {"_bucket", "_count", "_sum", "_total", "_created"}
+    section = TELEMETRY.split("### The metrics", 1)[1].split("### Labels", 1)[0]
+    for suffix in suffixes:
+        assert f"`{suffix}`" in section, suffix
+    assert "stepwatch_step_timeouts_created" in section  # counters have them as well
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_one_expired_deadline_in_a_trace_is_as_documented(anyio_backend: str) -> None:
+    """For one expired deadline exactly one span has error.type=timeout and the timeout
+    event; the ERROR spans are that span and the ancestors the error passed through; the
+    cut-off child is UNSET. The docs say so, and no longer claim a single red span."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    ex = FlowExecutor(handlers={"fast": fast, "slow": slow}, tracer_provider=provider)
+    flow = Flow(  # the tree drawn in docs/telemetry.md
+        "checkout",
+        [
+            Transform("query", lambda ctx: ctx.input, inline=True),
+            Sequence(
+                "load",
+                [
+                    Parallel(
+                        "enrich",
+                        [
+                            Request("inventory", "fast"),
+                            Request("pricing", "fast"),
+                            Request("recommendations", "slow"),
+                        ],
+                        timeout=0.2,
+                    )
+                ],
+            ),
+        ],
+    )
+    with pytest.raises(StepTimeoutError):
+        await ex.run(flow, "A-1")
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    owners = [
+        name
+        for name, s in spans.items()
+        if (s.attributes or {}).get("error.type") == "timeout"
+        and any(e.name == "stepwatch.timeout" for e in s.events)
+    ]
+    assert owners == ["parallel enrich"]
+    red = {name for name, s in spans.items() if s.status.status_code is StatusCode.ERROR}
+    assert red == {"parallel enrich", "sequence load", "flow checkout"}
+    assert spans["request recommendations"].status.status_code is StatusCode.UNSET
+    assert "exactly one red span" not in TELEMETRY
+    assert "exactly one span carries `error.type=timeout` and the `stepwatch.timeout` event" in (
+        TELEMETRY.replace("\n", " ").replace("**", "")
+    )
+    decisions = (ROOT / "docs" / "decisions.md").read_text()
+    assert "exactly one red span" not in decisions
