@@ -8,19 +8,26 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import httpx
 
 from .._errors import ValidationError
 from ._config import OutboundBudget
 from ._errors import (
+    JsonRpcCallError,
     JsonRpcCode,
     JsonRpcError,
     JsonRpcProtocolError,
     JsonRpcTransportError,
 )
-from ._outbound import BudgetExhaustedError, check_target, deadline_wins, prepare
+from ._outbound import (
+    BudgetExhaustedError,
+    check_target,
+    deadline_wins,
+    own_deadline_answered,
+    prepare,
+)
 from ._telemetry import http_metrics
 from ._wire import NO_ID, check_method, error_object, result_of
 
@@ -168,8 +175,8 @@ class JsonRpcClient:
             TypeError: ``params`` is neither a mapping nor a list/tuple, or not JSON.
         """
         id_ = next(self._ids)
-        status, body = await self._post(check_method(method), params, id_)
-        return self._answer(method, id_, status, body)
+        status, body, deadline = await self._post(check_method(method), params, id_)
+        return await self._answer(method, id_, status, body, deadline)
 
     async def notify(self, method: str, params: Any = None) -> None:
         """Send ``method`` as a notification (no answer expected beyond HTTP success).
@@ -177,9 +184,9 @@ class JsonRpcClient:
         Raises:
             as :meth:`call`, for a failed HTTP exchange.
         """
-        status, body = await self._post(check_method(method), params, None)
+        status, body, deadline = await self._post(check_method(method), params, None)
         if not 200 <= status < 300:
-            self._answer(method, None, status, body)
+            await self._answer(method, None, status, body, deadline)
 
     async def aclose(self) -> None:
         """Close the httpx client if this object made it."""
@@ -193,7 +200,7 @@ class JsonRpcClient:
         await self.aclose()
 
     # -- internals -----------------------------------------------------------------------
-    async def _post(self, method: str, params: Any, id_: int | None) -> tuple[int, bytes]:
+    async def _post(self, method: str, params: Any, id_: int | None) -> tuple[int, bytes, float]:
         payload: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             if isinstance(params, Mapping):
@@ -226,7 +233,7 @@ class JsonRpcClient:
             raise JsonRpcTransportError(
                 f"{type(exc).__name__}: {exc}", method=method, url=self.url
             ) from exc
-        return response.status_code, body
+        return response.status_code, body, deadline
 
     async def _read(self, method: str, response: httpx.Response) -> bytes:
         chunks: list[bytes] = []
@@ -243,7 +250,18 @@ class JsonRpcClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _answer(self, method: str, id_: int | None, status: int, body: bytes) -> Any:
+    async def _answer(
+        self, method: str, id_: int | None, status: int, body: bytes, deadline: float
+    ) -> Any:
+        try:
+            return self._check(method, id_, status, body)
+        except JsonRpcCallError as exc:
+            code = exc.code if isinstance(exc, JsonRpcError) else None
+            if status == 504 or code == JsonRpcCode.DEADLINE_EXCEEDED:
+                await own_deadline_answered(deadline, cast("float", self.budget.margin))
+            raise
+
+    def _check(self, method: str, id_: int | None, status: int, body: bytes) -> Any:
         where: dict[str, Any] = {"method": method, "url": self.url, "http_status": status}
         overloaded = status in self.retryable_statuses
         try:

@@ -9,7 +9,7 @@ import math
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import httpx
-from anyio import current_effective_deadline, current_time
+from anyio import CancelScope, current_effective_deadline, current_time, sleep_until
 from anyio.lowlevel import checkpoint
 
 from .._errors import ValidationError
@@ -23,7 +23,14 @@ if TYPE_CHECKING:
 
     from ._telemetry import HttpMetrics
 
-__all__ = ["BudgetExhaustedError", "DeadlineTransport", "check_target", "prepare"]
+__all__ = [
+    "BudgetExhaustedError",
+    "DeadlineTransport",
+    "check_target",
+    "deadline_wins",
+    "own_deadline_answered",
+    "prepare",
+]
 
 _COUNTED: Final = "stepwatch.deadline.counted"  # request extension: metrics already taken
 
@@ -122,6 +129,17 @@ async def deadline_wins(deadline: float) -> None:
         await checkpoint()
 
 
+async def own_deadline_answered(deadline: float, margin: float) -> None:
+    """The server answered "deadline exceeded" when no more than the margin is left: that
+    is our own deadline, seen first downstream (it got the time left minus the margin).
+    Wait for it (at most the margin), so the step that owns it reports a timeout rather
+    than a failed call. With more time left, the server's own cap expired: return."""
+    if math.isinf(deadline) or deadline - current_time() > margin:
+        return
+    await sleep_until(deadline)
+    await deadline_wins(deadline)
+
+
 def check_target(owner: str, target: object) -> str:
     """Validate a ``target`` label value."""
     if not isinstance(target, str) or not 0 < len(target) <= 100:
@@ -142,7 +160,11 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
       left minus :attr:`OutboundBudget.margin`, keeping a smaller value already set;
     * caps httpx's connect/read/write/pool timeouts by the time left;
     * when no more than the margin is left, raises :class:`BudgetExhaustedError`
-      without sending anything.
+      without sending anything;
+    * when the server answers ``504`` with no more than the margin left (it gave up on
+      the budget it was sent), waits for the deadline, so the step that owns it reports
+      a timeout; an httpx timeout at the deadline likewise becomes the deadline's
+      cancellation.
 
     It also injects the OpenTelemetry trace context through the global propagators
     (unless the request already carries it), also outside any deadline. Without an
@@ -187,10 +209,18 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
         """Apply the deadline to ``request`` and send it through the wrapped transport."""
         deadline = prepare(request, self.budget, self._metrics, self.target)
         try:
-            return await self._transport.handle_async_request(request)
+            response = await self._transport.handle_async_request(request)
         except httpx.TimeoutException:
             await deadline_wins(deadline)
             raise
+        if response.status_code == 504:
+            try:
+                await own_deadline_answered(deadline, cast("float", self.budget.margin))
+            except BaseException:
+                with CancelScope(shield=True):
+                    await response.aclose()
+                raise
+        return response
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""
