@@ -135,7 +135,7 @@ class JsonRpcClient:
         self.url = str(parsed)
         self.budget = budget or OutboundBudget()
         default_target = parsed.host if parsed.port is None else f"{parsed.host}:{parsed.port}"
-        self.target = check_target("JsonRpcClient", target or default_target)
+        self.target = check_target("JsonRpcClient", default_target if target is None else target)
         self.retryable_codes = _ints("retryable_codes", retryable_codes)
         self.retryable_statuses = _ints("retryable_statuses", retryable_statuses)
         self.max_response_size = limit
@@ -236,18 +236,31 @@ class JsonRpcClient:
         return response.status_code, body, deadline
 
     async def _read(self, method: str, response: httpx.Response) -> bytes:
+        """The answer's body, at most ``max_response_size`` bytes kept in memory.
+
+        A larger declared Content-Length is refused before reading. A larger undeclared
+        body is drained without keeping it (an async generator left half-iterated would
+        warn on trio), bounded in time by the deadline and httpx's timeouts.
+        """
+        limit = self.max_response_size
+        declared = response.headers.get("content-length", "").strip()
+        too_large = declared.isdigit() and (len(declared) > 18 or int(declared) > limit)
         chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > self.max_response_size:
-                raise JsonRpcProtocolError(
-                    f"answer larger than {self.max_response_size} bytes",
-                    method=method,
-                    url=self.url,
-                    http_status=response.status_code,
-                )
-            chunks.append(chunk)
+        if not too_large:
+            kept = 0
+            async for chunk in response.aiter_bytes():
+                if too_large:
+                    continue  # drain, keep nothing
+                kept += len(chunk)
+                too_large = kept > limit
+                chunks.append(chunk)
+        if too_large:
+            raise JsonRpcProtocolError(
+                f"answer larger than {limit} bytes",
+                method=method,
+                url=self.url,
+                http_status=response.status_code,
+            )
         return b"".join(chunks)
 
     async def _answer(

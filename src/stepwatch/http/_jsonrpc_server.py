@@ -194,8 +194,10 @@ class JsonRpcApp:
         await send_response(send, 200, answer.encode(), _JSON)
 
     async def _batch(self, exchange: _Exchange, calls: list[Any]) -> str | None:
-        if not calls or len(calls) > self.max_batch:
-            detail = "empty batch" if not calls else f"batch larger than {self.max_batch}"
+        if not calls:  # exactly the specification's answer
+            return encode_error(None, JsonRpcCode.INVALID_REQUEST)
+        if len(calls) > self.max_batch:
+            detail = f"batch larger than {self.max_batch}"
             return encode_error(None, JsonRpcCode.INVALID_REQUEST, detail)
         exchange.batch = True
         exchange.ids = [call_id(call) for call in calls]
