@@ -88,3 +88,28 @@ class TestDependencies:
         assert any(d.startswith("httpx") for d in extras["http"])
         dev = " ".join(extras["dev"])
         assert "uvicorn" in dev and "hypercorn" in dev and "http" in dev
+
+
+class TestTelemetryContract:
+    """Metrics are created lazily, and every name the code emits is documented."""
+
+    def test_importing_registers_no_metric(self) -> None:
+        """Importing stepwatch.http (and building nothing) registers nothing."""
+        result = _python(
+            "import stepwatch.http\n"
+            "from prometheus_client import REGISTRY\n"
+            "print(sorted(m.name for m in REGISTRY.collect() if m.name.startswith('stepwatch')))"
+        )
+        assert result.stdout.strip() == "[]", result.stderr
+
+    def test_every_metric_and_attribute_is_documented(self) -> None:
+        """docs/telemetry.md names every metric and span attribute stepwatch.http emits."""
+        import re
+
+        doc = (ROOT / "docs" / "telemetry.md").read_text()
+        source = "".join(p.read_text() for p in (ROOT / "src/stepwatch/http").glob("*.py"))
+        attributes = set(re.findall(r'"(stepwatch\.deadline\.[a-z_]+)"', source))
+        attributes.discard("stepwatch.deadline.counted")  # a request extension, not telemetry
+        assert len(attributes) >= 6
+        for name in (*stepwatch.http.HTTP_METRIC_NAMES, *sorted(attributes)):
+            assert f"`{name}`" in doc, name

@@ -278,6 +278,38 @@ class TestTelemetry:
         assert continued.parent.is_remote  # type: ignore[union-attr]
         assert fresh.parent is None and fresh.context.trace_id != continued.context.trace_id  # type: ignore[union-attr]
 
+    async def test_telemetry_failures_never_reach_a_request(
+        self, backend: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A registry that refuses the metrics, metrics and spans that raise: same answers."""
+        from stepwatch.http import _telemetry
+
+        class Refusing(CollectorRegistry):
+            def register(self, collector: Any) -> None:
+                raise ValueError("refused")
+
+        class Broken:
+            def labels(self, *args: Any) -> Any:
+                raise RuntimeError("broken metric")
+
+            def observe(self, value: float) -> None:
+                raise RuntimeError("broken metric")
+
+        def broken_span() -> Any:
+            raise RuntimeError("broken tracing")
+
+        refused = DeadlineMiddleware(Probe(), InboundBudget(default=1), registry=Refusing())
+        assert refused._metrics is None
+        broken = DeadlineMiddleware(Probe(), InboundBudget(default=1), registry=CollectorRegistry())
+        assert broken._metrics is not None
+        for name in ("inbound_requests", "inbound_rejected", "inbound_budget"):
+            setattr(broken._metrics, name, Broken())
+        monkeypatch.setattr(_telemetry.trace, "get_current_span", broken_span)
+        async with running(refused, backend) as url_a, running(broken, backend) as url_b:
+            for url in (url_a, url_b):
+                assert (await _get(url, **{"grpc-timeout": "300m"})).status_code == 200
+                assert (await _get(url, **{"grpc-timeout": "0m"})).status_code == 504
+
     async def test_lifespan_passes_through(self, backend: str) -> None:
         """Non-HTTP scopes reach the application untouched (its lifespan runs)."""
         seen: list[str] = []
