@@ -54,7 +54,7 @@ class TestOptionalHttpx:
         """DeadlineMiddleware and JsonRpcApp import and build without httpx."""
         result = _python(
             self.BLOCK + "from stepwatch.http import DeadlineMiddleware, JsonRpcApp\n"
-            "JsonRpcApp({}, metrics=False); DeadlineMiddleware(None, metrics=False)\n"
+            "JsonRpcApp({}, metrics=False); DeadlineMiddleware(print, metrics=False)\n"
             "print('ok')"
         )
         assert result.returncode == 0, result.stderr

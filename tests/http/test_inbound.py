@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from stepwatch import CancelCause, Flow, FlowExecutor, Request, Status
+from stepwatch import CancelCause, Flow, FlowExecutor, Request, Status, ValidationError
 from stepwatch.http import DeadlineMiddleware, InboundBudget
 from stepwatch.testing import OutcomeRecorder, sleeping
 
@@ -219,6 +219,20 @@ class TestExpiry:
         outcome = recorder["slow"]
         assert (outcome.status, outcome.cause) == (Status.CANCELLED, CancelCause.OUTSIDE)
         assert 0.1 < outcome.elapsed < 1.0
+
+
+class TestDefinition:
+    """Bad arguments are ValidationErrors naming the field."""
+
+    @pytest.mark.parametrize(
+        ("args", "field"),
+        [((None,), "DeadlineMiddleware.app"), ((Probe(), 5.0), "DeadlineMiddleware.budget")],
+    )
+    def test_bad_arguments(self, args: tuple[Any, ...], field: str) -> None:
+        """An app that is not callable, a budget that is not an InboundBudget."""
+        with pytest.raises(ValidationError) as info:
+            DeadlineMiddleware(*args, metrics=False)
+        assert info.value.field == field
 
 
 class TestTelemetry:

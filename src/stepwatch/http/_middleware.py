@@ -52,7 +52,8 @@ class DeadlineMiddleware:
         registry: prometheus-client registry; the default one if ``None``.
 
     Raises:
-        ValidationError: ``budget`` is not an :class:`InboundBudget`.
+        ValidationError: ``app`` is not callable, ``budget`` is not an
+            :class:`InboundBudget`.
     """
 
     def __init__(
@@ -63,6 +64,12 @@ class DeadlineMiddleware:
         metrics: bool = True,
         registry: CollectorRegistry | None = None,
     ) -> None:
+        if not callable(app):
+            raise ValidationError(
+                f"DeadlineMiddleware.app must be an ASGI application; got {app!r}",
+                field="DeadlineMiddleware.app",
+                value=app,
+            )
         self.app = app
         self.budget = check_budget("DeadlineMiddleware.budget", budget)
         self._metrics = http_metrics(registry) if metrics else None
