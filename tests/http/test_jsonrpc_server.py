@@ -190,6 +190,7 @@ class TestErrors:
             big = await client.post(url, content=b"[" + b"1," * 200_000 + b"1]")
             deep = await client.post(url, content=b"[" * 100_000 + b"]" * 100_000)
         assert get.status_code == 405 and get.json()["error"]["code"] == -32600
+        assert get.headers["allow"] == "POST"
         assert big.status_code == 413 and big.json()["error"]["code"] == -32600
         assert deep.status_code == 200 and deep.json()["error"] == PARSE_ERROR
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import structlog
@@ -64,9 +64,16 @@ class _Watched:
             self.scope.deadline = math.inf
 
 
-async def send_response(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+async def send_response(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    extra: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
     """Send a whole response."""
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 

@@ -161,7 +161,7 @@ class JsonRpcApp:
     ) -> None:
         if scope.get("method") != "POST":
             body = encode_error(None, JsonRpcCode.INVALID_REQUEST, "use POST").encode()
-            await send_response(send, 405, body, _JSON)
+            await send_response(send, 405, body, _JSON, [(b"allow", b"POST")])
             return
         try:
             raw = await read_body(receive, self.max_body_size)
@@ -235,6 +235,8 @@ class JsonRpcApp:
             result = fn(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
+            if notification:
+                return None
             encoded = json.dumps(result, allow_nan=False, separators=(",", ":"))
         except JsonRpcError as exc:
             return None if notification else encode_error(id_, exc)
@@ -247,4 +249,4 @@ class JsonRpcApp:
                     error=str(exc)[:200],
                 )
             return None if notification else encode_error(id_, JsonRpcCode.INTERNAL_ERROR)
-        return None if notification else encode_result(id_, encoded)
+        return encode_result(id_, encoded)
