@@ -172,7 +172,9 @@ class JsonRpcClient:
         Raises:
             JsonRpcError, JsonRpcTransportError, JsonRpcProtocolError: see the class.
             BudgetExhaustedError: the enclosing deadline leaves no time; nothing was sent.
-            TypeError: ``params`` is neither a mapping nor a list/tuple, or not JSON.
+            TypeError: ``params`` is neither a mapping nor a list/tuple, or holds values
+                JSON cannot encode.
+            ValueError: ``params`` holds NaN or an infinity (not valid JSON).
         """
         id_ = next(self._ids)
         status, body, deadline = await self._post(check_method(method), params, id_)
