@@ -64,7 +64,8 @@ async def _uvicorn(app: Callable[..., Any]) -> AsyncIterator[str]:
     )
     server = _Uvicorn(config)
     async with anyio.create_task_group() as group:
-        group.start_soon(server._serve, [sock])  # _serve: no signal handlers in tests
+        # _serve (uvicorn >= 0.29) is serve without installing signal handlers
+        group.start_soon(getattr(server, "_serve", server.serve), [sock])
         while not server.started:
             await anyio.sleep(0.005)
         try:
@@ -89,7 +90,7 @@ async def _hypercorn(app: Callable[..., Any], backend: str) -> AsyncIterator[str
 
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(
-                lambda task_status: serve(  # type: ignore[misc]
+                lambda task_status: serve(
                     app, config, shutdown_trigger=stop.wait, task_status=task_status
                 )
             )
