@@ -1,0 +1,28 @@
+"""Fixtures of the HTTP deadline tests: the backend's name, a fresh metrics registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from .servers import backend_name
+
+
+@pytest.fixture
+def backend(anyio_backend: Any) -> str:
+    """``"asyncio"`` or ``"trio"``: the backend the test (and its servers) run on."""
+    return backend_name(anyio_backend)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    """A fresh prometheus-client registry."""
+    return CollectorRegistry()
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """A sample's value (0 when the series does not exist)."""
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
