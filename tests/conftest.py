@@ -7,9 +7,11 @@ time. Don't mark tests that wait on worker threads: the mock clock jumps while a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog
 from trio.testing import MockClock
 
 
@@ -18,3 +20,12 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
     if request.param == "trio" and request.node.get_closest_marker("virtual_time"):
         return ("trio", {"clock": MockClock(autojump_threshold=0)})
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def _unconfigured_structlog() -> Iterator[None]:
+    """Every test starts and ends with structlog unconfigured (capture_logs configures it
+    for good), so a test sees the logging route an application without structlog gets."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()

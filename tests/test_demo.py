@@ -32,3 +32,5 @@ def test_demo_prints_partial_results_and_pending_children() -> None:
     assert lines["inventory"][1] == "succeeded"
     assert lines["recommendations"][1:3] in (["cancelled", "deadline"], ["fallback", "deadline"])
     assert "'recommendations': []" in out
+    assert "[warning" not in out and "step.timeout" not in out  # no library log lines
+    assert proc.stderr == ""

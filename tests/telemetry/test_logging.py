@@ -22,8 +22,9 @@ from stepwatch import (
     Sequence,
     StepFailedError,
     StepTimeoutError,
+    _log,
 )
-from stepwatch.telemetry import _logging, add_trace_ids
+from stepwatch.telemetry import add_trace_ids
 from stepwatch.testing import sleeping as sleeper
 
 from .handlers import Boom, boom
@@ -212,7 +213,8 @@ class TestCostAndSafety:
     async def test_filtered_debug_is_not_called(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """With debug filtered out, no debug call (nor its key building) is made."""
         fake = RecordingLogger(logging.INFO)
-        monkeypatch.setattr(_logging, "_logger", fake)
+        structlog.configure()  # the application configured structlog: its route is used
+        monkeypatch.setattr(_log, "_structlog", fake)
         with pytest.raises(StepTimeoutError):
             await executor().run(Flow("f", Parallel("p", [Request("b", "slow")], timeout=0.1)))
         assert fake.calls == ["warning step.timeout"]
@@ -229,7 +231,8 @@ class TestCostAndSafety:
         self, monkeypatch: pytest.MonkeyPatch, where: str
     ) -> None:
         """A logger that raises changes neither results nor errors."""
-        monkeypatch.setattr(_logging, "_logger", ExplodingLogger(where))
+        structlog.configure()
+        monkeypatch.setattr(_log, "_structlog", ExplodingLogger(where))
         result = await executor().run(Flow("f", Request("a", "fast")))
         assert result["a"] == "fast"
         with pytest.raises(StepFailedError) as info:

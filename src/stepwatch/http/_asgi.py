@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-import structlog
 from anyio import CancelScope, current_time
 
+from .._log import log
 from ._budget import resolve
 from ._propagation import detach_context, extract_context
 from ._telemetry import count, observe, set_attributes
@@ -38,8 +38,6 @@ Send: TypeAlias = Callable[[Message], Awaitable[None]]
 ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 Reject: TypeAlias = Callable[[Send, int, str], Awaitable[None]]
 """``reject(send, status, reason)``: answer a request the application did not answer."""
-
-_logger = structlog.get_logger("stepwatch")
 
 
 class _Watched:
@@ -129,12 +127,11 @@ async def serve(
         # Too late to change the status: return without completing the response, so
         # the server closes the connection and the client sees a broken response
         # instead of a silently truncated one.
-        with contextlib.suppress(Exception):
-            _logger.warning(
-                "http.deadline_expired_mid_response",
-                path=str(scope.get("path", ""))[:200],
-                budget=budget,
-            )
+        log(
+            logging.WARNING,
+            "http.deadline_expired_mid_response",
+            {"path": str(scope.get("path", ""))[:200], "budget": budget},
+        )
     finally:
         detach_context(token)
 

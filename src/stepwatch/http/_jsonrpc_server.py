@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-import structlog
 
 from .._errors import ValidationError
+from .._log import log
 from ._asgi import ClientGone, Receive, Scope, Send, lifespan, read_body, send_response, serve
 from ._errors import JsonRpcCode, JsonRpcError
 from ._middleware import check_budget
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["JsonRpcApp"]
 
 _JSON: Final = b"application/json"
-_logger = structlog.get_logger("stepwatch")
 
 
 class _Exchange:
@@ -241,12 +240,14 @@ class JsonRpcApp:
         except JsonRpcError as exc:
             return None if notification else encode_error(id_, exc)
         except Exception as exc:
-            with contextlib.suppress(Exception):
-                _logger.warning(
-                    "jsonrpc.method_failed",
-                    method=method,
-                    error_type=type(exc).__qualname__,
-                    error=str(exc)[:200],
-                )
+            log(
+                logging.WARNING,
+                "jsonrpc.method_failed",
+                {
+                    "method": method,
+                    "error_type": type(exc).__qualname__,
+                    "error": str(exc)[:200],
+                },
+            )
             return None if notification else encode_error(id_, JsonRpcCode.INTERNAL_ERROR)
         return encode_result(id_, encoded)

@@ -8,12 +8,14 @@ Nothing here ever raises into a request: a failing registry, metric or span is i
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Final
 
-import structlog
 from opentelemetry import trace
+
+from .._log import log
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -36,8 +38,6 @@ HTTP_METRIC_NAMES: Final = (
 BUDGET_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 MAX_TARGETS: Final = 100
 """Distinct ``target`` label values admitted; later new ones are recorded as ``_other``."""
-
-_logger = structlog.get_logger("stepwatch")
 
 
 class HttpMetrics:
@@ -145,8 +145,11 @@ def http_metrics(registry: CollectorRegistry | None) -> HttpMetrics | None:
                 found = _sets[reg] = HttpMetrics(reg)
             return found
     except Exception as exc:
-        with contextlib.suppress(Exception):
-            _logger.warning("metrics.unavailable", component="stepwatch.http", error=repr(exc))
+        log(
+            logging.WARNING,
+            "metrics.unavailable",
+            {"component": "stepwatch.http", "error": repr(exc)},
+        )
         return None
 
 

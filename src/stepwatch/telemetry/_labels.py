@@ -13,17 +13,15 @@ increment and the later decrement of a gauge.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from collections.abc import Iterable
 
-import structlog
+from .._log import log
 
 __all__ = ["OTHER", "LabelGuard"]
 
 OTHER = "_other"
 """The label value every overflowing name is mapped to."""
-
-_logger = structlog.get_logger("stepwatch")
 
 
 class LabelGuard:
@@ -58,14 +56,11 @@ class LabelGuard:
         self.overflowed += 1
         if not self._warned:
             self._warned = True
-            with contextlib.suppress(Exception):  # broken logging must not break metrics
-                _logger.warning(
-                    "metrics.label_overflow",
-                    label=self.label,
-                    limit=self.limit,
-                    value=value,
-                    replacement=OTHER,
-                )
+            log(
+                logging.WARNING,
+                "metrics.label_overflow",
+                {"label": self.label, "limit": self.limit, "value": value, "replacement": OTHER},
+            )
         return OTHER
 
     @property

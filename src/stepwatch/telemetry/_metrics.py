@@ -9,13 +9,14 @@ shares them. Nothing here ever raises into a flow.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from opentelemetry.trace import format_span_id, format_trace_id, get_current_span
 
+from .._log import log
 from ._metric_series import FlowSeries, StepSeries
 from ._metrics_config import MetricsConfig
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Metrics", "make_metrics"]
 
-_logger = structlog.get_logger("stepwatch")
 
 FLOW = "flow"  # the step type of a run's root step: recorded in the flow metrics
 
@@ -186,11 +186,15 @@ def make_metrics(
             config.budget_ratio_buckets,
             config.max_label_values,
         ):
-            _logger.warning("metrics.config_conflict", used=repr(used), ignored=repr(config))
+            log(
+                logging.WARNING,
+                "metrics.config_conflict",
+                {"used": repr(used), "ignored": repr(config)},
+            )
         workers.listeners.append(_AbandonedListener(metrics))
     except Exception as exc:
         with contextlib.suppress(Exception):
-            _logger.warning("metrics.unavailable", error=f"{type(exc).__name__}: {exc}")
+            log(logging.WARNING, "metrics.unavailable", {"error": f"{type(exc).__name__}: {exc}"})
         return None
     exemplars = config.exemplars and not multiprocess_mode()
     return Metrics(metrics, exemplars, config.exemplar_interval)
