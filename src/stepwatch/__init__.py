@@ -1,7 +1,5 @@
 """stepwatch: run flows of steps under layered deadlines, with telemetry built in."""
 
-from contextlib import suppress as _suppress
-
 from ._context import ChildProgress, Progress, StepContext
 from ._errors import (
     DeadlineExceededError,
@@ -18,6 +16,7 @@ from ._executor import set_defaults as _set_defaults
 from ._outcome import CancelCause, Outcome, Status
 from ._process import in_worker_process
 from ._protocols import ExecutorDecorator, StepExecutor, StepHook
+from ._public import publish as _publish
 from ._record import StepEnded
 from ._result import RunResult
 from ._retry import Retry
@@ -83,13 +82,8 @@ __all__ = [
 _set_defaults(executors=_default_executors, instrumentation=_make_telemetry)
 
 # Public names show as stepwatch.X (in tracebacks, reprs and error.type), not as the
-# private module that defines them; pickling by name still works (they live here).
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("stepwatch._"):
-        with _suppress(AttributeError, TypeError):  # pragma: no cover - a plain constant
-            _obj.__module__ = __name__
-del _name, _obj
+# private module that defines them.
+_publish(globals(), __all__, __name__)
 
 
 def __getattr__(name: str) -> str:

@@ -66,7 +66,11 @@ class StepwatchError(Exception):
         retryable: whether trying the same thing again may succeed.
         step_name: name of the step the error is about, if any.
         step_type: type of that step (``"request"``, ``"parallel"``, ...), if any.
-        result: the run's partial :class:`RunResult` once the error left ``run()``.
+        result: the run's :class:`RunResult` (every value computed before the error and
+            every outcome) once the error left ``run()``; ``None`` for an error raised
+            before anything ran. The errors a run raises (:class:`StepFailedError`,
+            :class:`DeadlineExceededError`, :class:`WorkersExhaustedError`) type it as
+            non-optional.
     """
 
     code: ErrorCode = ErrorCode.STEP_FAILED
@@ -83,10 +87,44 @@ class StepwatchError(Exception):
         self.message = message
         self.step_name = step_name
         self.step_type = step_type
-        self.result: RunResult | None = None
+        self._result: RunResult | None = None
 
     def __str__(self) -> str:
         return self.message
+
+    @property
+    def result(self) -> RunResult | None:
+        """The run's :class:`RunResult` once the error left ``run()`` (else ``None``)."""
+        return self._result
+
+    @result.setter
+    def result(self, value: RunResult | None) -> None:
+        self._result = value
+
+
+class _RunError(StepwatchError):
+    """An error a run raises: its ``result`` is always set when it leaves ``run()``."""
+
+    @property
+    def result(self) -> RunResult:
+        """The run's :class:`RunResult`: every value computed before the error and every
+        outcome.
+
+        Raises:
+            AttributeError: the error did not come out of ``FlowExecutor.run()`` (one made
+                by hand, or read inside a step before the run ended).
+        """
+        found = self._result
+        if found is None:
+            raise AttributeError(
+                f"{type(self).__name__}.result is set when the error leaves "
+                "FlowExecutor.run(); this one has not"
+            )
+        return found
+
+    @result.setter
+    def result(self, value: RunResult | None) -> None:
+        self._result = value
 
 
 class ValidationError(StepwatchError, ValueError):
@@ -101,7 +139,7 @@ class ValidationError(StepwatchError, ValueError):
         self.value = value
 
 
-class StepFailedError(StepwatchError):
+class StepFailedError(_RunError):
     """A step raised an exception (its ``__cause__``), or children of a parallel step failed.
 
     Attributes:
@@ -138,7 +176,7 @@ class StepFailedError(StepwatchError):
         self.retryable = retryable
 
 
-class WorkersExhaustedError(StepwatchError):
+class WorkersExhaustedError(_RunError):
     """No worker thread is free for a sync handler: all of them are still running calls
     that were abandoned at their deadline (``FlowExecutor(max_threads=...)`` sets how
     many there are). Raised at once instead of waiting for threads that may never finish.
@@ -165,7 +203,7 @@ class WorkersExhaustedError(StepwatchError):
         self.abandoned: tuple[str, ...] = tuple(abandoned)
 
 
-class DeadlineExceededError(StepwatchError, TimeoutError):
+class DeadlineExceededError(_RunError, TimeoutError):
     """A deadline expired: the common base of :class:`StepTimeoutError` and
     :class:`FlowTimeoutError` (``except DeadlineExceededError`` catches both).
 

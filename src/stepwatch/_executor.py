@@ -367,6 +367,13 @@ class FlowExecutor:
 
     # -- planning ----------------------------------------------------------------------------
     def _plan(self, flow: Flow) -> _Plan:
+        if not isinstance(flow, Flow):
+            raise ValidationError(
+                f"run() needs a stepwatch.Flow; got {flow!r} ({type(flow).__name__}): wrap "
+                "steps as Flow(name, steps)",
+                field="FlowExecutor.run.flow",
+                value=flow,
+            )
         plan = self._plans.get(flow)
         if plan is None:
             plan = self._make_plan(flow)

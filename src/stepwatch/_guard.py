@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from anyio import CancelScope, current_time, sleep
@@ -194,9 +196,23 @@ def _spurious_cancel(step: Step, ctx: StepContext, exc: BaseException) -> StepFa
     return error
 
 
+def _with_stack(error: BaseException) -> None:
+    """Give an error that is recorded but never raised (a timeout hidden by a fallback or
+    partial results) the traceback of where it happened, for the span's exception event."""
+    if error.__traceback__ is not None:
+        return
+    tb: TracebackType | None = None
+    frame: FrameType | None = sys._getframe(1)  # the guard, then outwards: each outer
+    while frame is not None:  # frame's entry wraps the inner one
+        tb = TracebackType(tb, frame, frame.f_lasti, frame.f_lineno)
+        frame = frame.f_back
+    error.__traceback__ = tb
+
+
 def _give_up(step: Step, ctx: StepContext, error: Exception) -> Any:
     """After the last attempt: the fallback, the executor's recovery, or raise."""
     if ctx._status is Status.TIMED_OUT and isinstance(error, DeadlineExceededError):
+        _with_stack(error)
         if step.fallback is not NO_FALLBACK:
             ctx._status = Status.FALLBACK
             ctx._error = error

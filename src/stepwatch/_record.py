@@ -152,9 +152,11 @@ def error_type(status: Status, error: BaseException | None, overrun: float | Non
         return None
     cls = type(error)
     module = cls.__module__
-    if module.startswith("stepwatch."):
-        module = "stepwatch"
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    if module == "builtins":
+        return cls.__qualname__
+    if module.startswith("stepwatch"):  # the public path: stepwatch._errors -> stepwatch
+        module = ".".join(part for part in module.split(".") if not part.startswith("_"))
+    return f"{module}.{cls.__qualname__}"
 
 
 def arose_here(step: Step, error: BaseException | None) -> bool:

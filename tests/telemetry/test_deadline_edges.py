@@ -183,3 +183,22 @@ async def test_the_step_that_overran_is_named_by_span_metric_and_log() -> None:
     logged = [e for e in seen.logs if e["event"] == "step.overrun"]
     assert [e["step"] for e in logged] == ["blocker"]
     assert logged[0]["overrun"] == pytest.approx(0.81, abs=0.05)
+
+
+async def test_a_recovered_timeout_is_recorded_with_its_public_type_and_a_real_stack() -> None:
+    """The exception event of a timeout hidden by on_timeout='partial' names the public
+    class (stepwatch.StepTimeoutError) and carries the frames where the step ran."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    ex = FlowExecutor(handlers={"slow": sleeping(10)}, tracer_provider=provider, metrics=False)
+    flow = Flow("f", Parallel("p", [Request("a", "slow")], timeout=0.05, on_timeout="partial"))
+    result = await ex.run(flow)
+    assert result["p"] == {}
+    span = {s.name: s for s in exporter.get_finished_spans()}["parallel p"]
+    (event,) = [e for e in span.events if e.name == "exception"]
+    assert event.attributes is not None
+    assert event.attributes["exception.type"] == "stepwatch.StepTimeoutError"
+    stack = str(event.attributes["exception.stacktrace"])
+    assert stack.count('File "') >= 3, stack
+    assert "_run_step" in stack

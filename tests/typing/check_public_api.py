@@ -63,6 +63,9 @@ async def typed_usage() -> None:
         code: ErrorCode = exc.code
         pending: tuple[str, ...] = exc.pending
         assert code is ErrorCode.TIMEOUT and pending
+        # a run's error carries a non-optional result: no None check needed
+        cut: CancelCause | None = exc.result.outcomes["price"].cause
+        assert cut is not None
         return
     outcome: Outcome = result.outcomes["price"]
     status: Status = outcome.status

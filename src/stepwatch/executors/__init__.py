@@ -25,6 +25,7 @@ __all__ = [
     "BUILTIN_STEPS",
     "BranchExecutor",
     "DelayExecutor",
+    "FlowRootExecutor",
     "LoopExecutor",
     "ParallelExecutor",
     "RequestExecutor",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._public import publish as _publish
 from ._config import GRPC_TIMEOUT, REQUEST_TIMEOUT_MS, InboundBudget, OutboundBudget
 from ._errors import (
     JsonRpcCallError,
@@ -48,6 +49,8 @@ __all__ = [
     "JsonRpcTransportError",
     "OutboundBudget",
 ]
+
+_publish(globals(), __all__, __name__)
 
 _NEEDS_HTTPX = {
     "BudgetExhaustedError": "._outbound",

@@ -8,6 +8,7 @@ record and protocols only. Every name they emit is documented in ``docs/telemetr
 
 from __future__ import annotations
 
+from .._public import publish as _publish
 from ._metrics_config import MetricsConfig
 from ._otlp import otlp_tracer_provider
 from ._trace_ids import add_trace_ids
@@ -19,3 +20,5 @@ __all__ = [
     "add_trace_ids",
     "otlp_tracer_provider",
 ]
+
+_publish(globals(), __all__, __name__)
