@@ -19,6 +19,7 @@ from anyio.lowlevel import checkpoint
 
 from ._checkpoints import deliver_expired
 from ._outcome import CancelCause, Outcome, Status
+from ._text import listing
 from ._workers import invoker_for
 
 if TYPE_CHECKING:
@@ -138,10 +139,10 @@ class ChildProgress:
         partial = self.partial()
         detail = f"; {len(partial)} of {len(self.steps)} children finished"
         if partial:
-            detail += f" ({', '.join(partial)})"
+            detail += f" ({listing(list(partial))})"
         pending = self.pending()
         if pending:
-            detail += f"; still pending: {', '.join(pending)}"
+            detail += f"; still pending: {listing(pending)}"
         return detail
 
 

@@ -41,6 +41,7 @@ from ._record import (
 from ._result import RunResult
 from ._retry import is_retryable
 from ._steps import Flow, Step, _FlowStep
+from ._text import clip
 from ._timeouts import TimeoutOptions, TimeoutValue, coerce_options, resolve_timeout
 from ._workers import DEFAULT_MAX_THREADS, Invoker, WorkerTracker, invoker_for
 
@@ -523,7 +524,8 @@ class FlowExecutor:
             error: Exception = exc
             if not isinstance(exc, StepwatchError):
                 error = StepFailedError(
-                    f"{step.type} step {step.name!r} failed: {type(exc).__name__}: {exc}",
+                    f"{step.type} step {clip(step.name, 200)!r} failed: "
+                    f"{type(exc).__name__}: {clip(str(exc))}",
                     step_name=step.name,
                     step_type=step.type,
                     errors=(exc,),

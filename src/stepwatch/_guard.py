@@ -23,6 +23,7 @@ from ._checkpoints import cancelled_for_real, deliver_expired
 from ._errors import DeadlineExceededError, FlowTimeoutError, StepFailedError, StepTimeoutError
 from ._outcome import Status
 from ._steps import NO_FALLBACK, Step
+from ._text import clip
 
 if TYPE_CHECKING:
     from ._context import StepContext
@@ -283,7 +284,7 @@ def _overrun_detail(ctx: StepContext) -> str:
         while parent is not None and parent is not ctx:
             parent = parent._parent
         if parent is ctx and late._step is not None and late._overrun is not None:
-            named.append(f"{late._step.name} (+{late._overrun:.3f} s)")
+            named.append(f"{clip(late._step.name, 200)} (+{late._overrun:.3f} s)")
     if not named:
         return ""
     more = f" and {len(named) - _MAX_NAMED} more" if len(named) > _MAX_NAMED else ""

@@ -100,7 +100,7 @@ class TestEvents:
             await executor().run(flow)
         assert warnings(logs) == ["step.timeout"]
         (e,) = events(logs, "step.timeout")
-        assert set(e) == END_KEYS | {"pending"}
+        assert set(e) == END_KEYS | {"pending", "pending_count"}
         assert e["step"] == "p"
         assert e["step_type"] == "parallel"
         assert e["outcome"] == "timeout"
@@ -118,7 +118,7 @@ class TestEvents:
             await executor().run(flow)
         assert warnings(logs) == ["flow.timeout"]
         (e,) = events(logs, "flow.timeout")
-        assert set(e) == END_KEYS | {"pending"}
+        assert set(e) == END_KEYS | {"pending", "pending_count"}
         assert (e["flow"], e["step"], e["step_type"]) == ("f", "f", "flow")
         assert e["timeout"] == 0.1
         assert e["pending"] == ["b"]

@@ -8,6 +8,7 @@ from .._context import ChildProgress, StepContext
 from .._errors import StepFailedError
 from .._outcome import CancelCause, Outcome
 from .._steps import Step
+from .._text import listing
 
 
 def raise_error(outcome: Outcome) -> NoReturn:
@@ -31,7 +32,7 @@ def children_failed(
         errors.append(outcome.error)
     partial = progress.partial()
     outcomes = progress.by_name()
-    failed = ", ".join(f"{o.name} ({o.status.value})" for o in failures)
+    failed = listing([f"{o.name} ({o.status.value})" for o in failures])
     cancelled = [o.name for o in outcomes.values() if o.cause is CancelCause.SIBLING_FAILURE]
     message = (
         f"{step.type} step {step.name!r}: {len(failures)} of {len(progress.steps)} "
@@ -40,9 +41,9 @@ def children_failed(
     if need is not None:
         message += f"; min_successes={need} can no longer be reached"
     if partial:
-        message += f"; finished: {', '.join(partial)}"
+        message += f"; finished: {listing(list(partial))}"
     if cancelled:
-        message += f"; cancelled: {', '.join(cancelled)}"
+        message += f"; cancelled: {listing(cancelled)}"
     error = StepFailedError(
         message,
         step_name=step.name,

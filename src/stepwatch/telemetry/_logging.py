@@ -10,8 +10,9 @@ has one, else ordinary ``logging`` records on the ``stepwatch`` logger (keys in
 
 Keys: ``flow``, ``run_id``, ``step``, ``step_type``, ``timeout`` (s, ``None`` when
 unbounded), and on the events logged when a step ends also ``elapsed`` (s), ``outcome``,
-``cause`` (``None`` unless cancelled), ``attempts``; plus ``pending`` on timeouts,
-``error``/``error_type`` on failures, ``budget_ratio`` on near-timeouts, ``overrun`` (s)
+``cause`` (``None`` unless cancelled), ``attempts``; plus ``pending`` (the first 10) and
+``pending_count``, ``error``/``error_type`` on failures (the message cut at 1 000
+characters), ``budget_ratio`` on near-timeouts, ``overrun`` (s)
 on overruns. A step that logs nothing costs no logger and no fields (the debug level is
 looked at once a second);
 logging never raises into a flow.
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._log import enabled, log
 from .._outcome import Status
+from .._text import clip
 
 if TYPE_CHECKING:
     from .._context import StepContext
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Logging"]
 
-_MAX_PENDING: Final = 100
+_MAX_PENDING: Final = 10
 _DEBUG: Final = logging.DEBUG
 _WARNING: Final = logging.WARNING
 
@@ -103,13 +105,17 @@ class Logging:
         }
         if timed_out:
             event = "flow.timeout" if step.type == "flow" else "step.timeout"
-            log(_WARNING, event, {"pending": list(record.pending[:_MAX_PENDING]), **fields})
+            pending = {
+                "pending": list(record.pending[:_MAX_PENDING]),
+                "pending_count": len(record.pending),
+            }
+            log(_WARNING, event, {**pending, **fields})
         elif failed_here:
             error = record.exception
             log(
                 _WARNING,
                 "step.failed",
-                {"error": str(error), "error_type": record.error_type, **fields},
+                {"error": clip(str(error)), "error_type": record.error_type, **fields},
             )
         if outcome.overrun is not None:
             log(_WARNING, "step.overrun", {"overrun": round(outcome.overrun, 6), **fields})

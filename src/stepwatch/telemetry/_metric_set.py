@@ -8,13 +8,15 @@ of executors share the set of their registry: the metrics are registered once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
-from ._labels import LabelGuard
+from .._log import log
+from ._labels import OTHER, LabelGuard, shorten
 from ._metric_series import FlowSeries, StepSeries
 from ._metrics_config import (
     ABANDONED,
@@ -111,12 +113,15 @@ class MetricSet:
                 with contextlib.suppress(Exception):
                     registry.unregister(metric)
             raise
-        limit = config.max_label_values
+        limit, length = config.max_label_values, config.max_label_length
         self.guards = (
-            LabelGuard("flow", limit),
-            LabelGuard("step", limit),
-            LabelGuard("step_type", limit, exempt=exempt),
+            LabelGuard("flow", limit, max_length=length),
+            LabelGuard("step", limit, max_length=length),
+            LabelGuard("step_type", limit, exempt=exempt, max_length=length),
         )
+        self.max_series = config.max_series
+        self.series_overflowed = 0  # look-ups recorded under the overflow series
+        self._warned_series = False
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str, str], StepSeries] = {}
         self._by_labels: dict[tuple[str, str, str], StepSeries] = {}
@@ -144,8 +149,13 @@ class MetricSet:
             labels = (g_flow(flow), g_step(step), g_type(step_type))
             found = self._by_labels.get(labels)
             if found is None:
-                found = StepSeries(self, *labels)
-                self._by_labels[labels] = found
+                if len(self._by_labels) >= self.max_series:  # bound the series, not only
+                    labels = (OTHER, OTHER, labels[2])  # the values of each label
+                    self._series_overflow("step", flow, step)
+                    found = self._by_labels.get(labels)
+                if found is None:
+                    found = StepSeries(self, *labels)
+                    self._by_labels[labels] = found
             if len(self._cache) < _CACHE_LIMIT:
                 self._cache[key] = found
             return found
@@ -162,11 +172,33 @@ class MetricSet:
             label = self.guards[0](flow)
             found = self._flows_by_label.get(label)
             if found is None:
-                found = FlowSeries(self, label)
-                self._flows_by_label[label] = found
+                if len(self._flows_by_label) >= self.max_series:
+                    label = OTHER
+                    self._series_overflow("flow", flow, "")
+                    found = self._flows_by_label.get(label)
+                if found is None:
+                    found = FlowSeries(self, label)
+                    self._flows_by_label[label] = found
             if len(self._flows) < _CACHE_LIMIT:
                 self._flows[flow] = found
             return found
+
+    def _series_overflow(self, kind: str, flow: str, step: str) -> None:
+        """A new series beyond ``max_series``: counted, and logged the first time."""
+        self.series_overflowed += 1
+        if not self._warned_series:
+            self._warned_series = True
+            log(
+                logging.WARNING,
+                "metrics.series_overflow",
+                {
+                    "kind": kind,
+                    "max_series": self.max_series,
+                    "flow": shorten(flow, 128),
+                    "step": shorten(step, 128),
+                    "replacement": OTHER,
+                },
+            )
 
     def abandoned_child(self, flow: str, step_type: str) -> Any:
         """The abandoned-workers gauge child of (flow, step_type), label values guarded."""

@@ -9,6 +9,7 @@ shares them. Nothing here ever raises into a flow.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -172,20 +173,11 @@ def make_metrics(
 
         if near_timeout is not None and near_timeout not in config.budget_ratio_buckets:
             edges = sorted({*config.budget_ratio_buckets, near_timeout})
-            config = MetricsConfig(
-                duration_buckets=config.duration_buckets,
-                budget_ratio_buckets=edges,
-                max_label_values=config.max_label_values,
-                exemplars=config.exemplars,
-                exemplar_interval=config.exemplar_interval,
-            )
+            config = dataclasses.replace(config, budget_ratio_buckets=edges)
         metrics = metric_set_for(registry, config, exempt=step_types)
         used = metrics.config
-        if (used.duration_buckets, used.budget_ratio_buckets, used.max_label_values) != (
-            config.duration_buckets,
-            config.budget_ratio_buckets,
-            config.max_label_values,
-        ):
+        fixed = ("duration_buckets", "budget_ratio_buckets", "max_label_values", "max_series")
+        if any(getattr(used, name) != getattr(config, name) for name in fixed):
             log(
                 logging.WARNING,
                 "metrics.config_conflict",

@@ -85,6 +85,13 @@ class MetricsConfig:
         budget_ratio_buckets: upper bounds of ``stepwatch_step_timeout_budget_ratio``.
         max_label_values: distinct values admitted per label taken from user-supplied
             names (``flow``, ``step``, user step types); later new ones become ``_other``.
+        max_series: distinct (flow, step, step type) combinations recorded per registry
+            (and, separately, distinct flows in the flow metrics); later new ones are
+            recorded under ``flow="_other", step="_other"``. Each step series is about
+            100 samples in the exposition, so the default bounds it to ~25 MiB.
+        max_label_length: label values longer than this are cut, keeping the first
+            characters and a hash of the whole (``name…~1a2b3c4d``), so distinct long
+            names stay distinct series.
         exemplars: attach ``trace_id``/``span_id`` exemplars to duration observations when
             a span is recording (never in multiprocess mode).
         exemplar_interval: at most one exemplar per (step or flow series, outcome, bucket) every
@@ -104,6 +111,8 @@ class MetricsConfig:
     duration_buckets: Sequence[float] = DEFAULT_DURATION_BUCKETS
     budget_ratio_buckets: Sequence[float] = DEFAULT_BUDGET_RATIO_BUCKETS
     max_label_values: int = 1000
+    max_series: int = 2000
+    max_label_length: int = 128
     exemplars: bool = True
     exemplar_interval: float = 1.0
 
@@ -122,6 +131,14 @@ class MetricsConfig:
                 field="MetricsConfig.max_label_values",
                 value=limit,
             )
+        for name, low in (("max_series", 1), ("max_label_length", 16)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValidationError(
+                    f"MetricsConfig.{name} must be an integer >= {low}; got {value!r}",
+                    field=f"MetricsConfig.{name}",
+                    value=value,
+                )
         interval = self.exemplar_interval
         if (
             isinstance(interval, bool)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import traceback
 import weakref
 from typing import TYPE_CHECKING, Any, Final
 
@@ -19,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, ProxyTracerProvider, SpanKind, Status, StatusCode
 
 from .._outcome import Status as StepStatus
+from .._text import clip
 from ._tracing_config import UNSET, TracingConfig
 
 if TYPE_CHECKING:
@@ -59,8 +61,31 @@ EVENT_NEAR_TIMEOUT: Final = "stepwatch.near_timeout"
 EVENT_TIMEOUT: Final = "stepwatch.timeout"
 EVENT_OVERRUN: Final = "stepwatch.overrun"
 
+EVENT_EXCEPTION: Final = "exception"
+
 _CACHE_LIMIT: Final = 64
 _DESCRIPTION_LIMIT: Final = 1_024
+_STACK_LIMIT: Final = 16_384
+_NAME_LIMIT: Final = 256
+
+
+def _exception_attributes(error: BaseException) -> dict[str, AttributeValue]:
+    """The OpenTelemetry ``exception`` event's attributes, with the message and the stack
+    trace bounded (``Span.record_exception`` copies both in full, however large)."""
+    stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    if len(stack) > _STACK_LIMIT:  # keep the head and the end, where the raise is
+        half = _STACK_LIMIT // 2
+        stack = f"{stack[:half]}\n… ({len(stack) - _STACK_LIMIT} characters) …\n{stack[-half:]}"
+    cls = type(error)
+    module = cls.__module__
+    return {
+        "exception.type": cls.__qualname__
+        if module == "builtins"
+        else f"{module}.{cls.__qualname__}",
+        "exception.message": clip(str(error), _DESCRIPTION_LIMIT),
+        "exception.stacktrace": stack,
+        "exception.escaped": False,
+    }
 
 
 def _version() -> str | None:
@@ -107,9 +132,9 @@ class Tracing:
         entry = per_step.get(key)
         if entry is None:
             attributes: dict[str, AttributeValue] = {
-                FLOW_NAME: ctx.flow_name,
-                STEP_NAME: step.name,
-                STEP_TYPE: step.type,
+                FLOW_NAME: clip(ctx.flow_name, _NAME_LIMIT),
+                STEP_NAME: clip(step.name, _NAME_LIMIT),
+                STEP_TYPE: clip(step.type, _NAME_LIMIT),
             }
             timeout = ctx.timeout
             if timeout is not None and not math.isinf(timeout):
@@ -121,7 +146,7 @@ class Tracing:
                 attributes[CHILDREN_TOTAL] = len(step.children())
             if len(per_step) >= _CACHE_LIMIT:  # many timeouts or indexes: keep it bounded
                 per_step.clear()
-            entry = per_step[key] = (f"{step.type} {step.name}", attributes)
+            entry = per_step[key] = (clip(f"{step.type} {step.name}", _NAME_LIMIT), attributes)
         return entry
 
     def start(self, ctx: StepContext) -> Any:
@@ -215,13 +240,18 @@ class Tracing:
                 f"ran {outcome.overrun or 0.0:.3f} s past its deadline instead of being "
                 "stopped (held the event loop or ignored the cancellation)"
             )
-        else:
-            description = f"{type(error).__name__}: {error}" if error is not None else "timeout"
-        span.set_status(Status(StatusCode.ERROR, description[:_DESCRIPTION_LIMIT]))
+        elif error is None:
+            description = "timeout"
+        elif record.arose_here:  # only the span where it arose carries the message
+            description = f"{type(error).__name__}: {clip(str(error), _DESCRIPTION_LIMIT)}"
+        else:  # an ancestor: which child failed, not the child's message again
+            child = getattr(error, "step_name", None)
+            description = f"{type(error).__name__} from step {clip(str(child), 200)!r}"
+        span.set_status(Status(StatusCode.ERROR, description))
         if record.error_type == "timeout":
             self.timeout_event(span, record)
         if error is not None and record.arose_here and self.config.record_exceptions:
-            span.record_exception(error)
+            span.add_event(EVENT_EXCEPTION, _exception_attributes(error))
 
     def near_timeout(self, span: Span, record: StepEnded) -> None:
         ratio = record.budget_ratio

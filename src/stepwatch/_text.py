@@ -1,0 +1,34 @@
+"""Bounded text: what stepwatch copies from user data into messages, spans and logs.
+
+An exception message or a list of step names can be arbitrarily large (a 10 MiB message,
+10 000 pending children); every place that copies one into an error message, a span or
+a log event goes through these, so memory and exposition stay bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+__all__ = ["MAX_MESSAGE", "MAX_NAMES", "clip", "listing"]
+
+MAX_MESSAGE: Final = 1_000
+"""Characters of an exception's message copied into a stepwatch message or event."""
+
+MAX_NAMES: Final = 10
+"""Step names listed in a message before ``and N more``."""
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text``, or its first ``limit`` characters and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+def listing(names: Sequence[str], limit: int = MAX_NAMES) -> str:
+    """``"a, b, c"``, or the first ``limit`` names and ``"and N more"``."""
+    shown = ", ".join(clip(name, 200) for name in names[:limit])
+    if len(names) > limit:
+        shown += f" and {len(names) - limit} more"
+    return shown
