@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Final
 
-from anyio import current_effective_deadline, current_time, get_cancelled_exc_class
-from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
+from anyio import current_effective_deadline, get_cancelled_exc_class
+from anyio.lowlevel import checkpoint
 
 if TYPE_CHECKING:
     from ._context import StepContext
@@ -36,23 +36,25 @@ YIELD_INTERVAL: Final = 0.002
 _GIVE_UP_AFTER: Final = 100  # checkpoints waiting for a foreign expired deadline to act
 
 
-async def enter(parent: StepContext) -> float:
-    """The boundary before a child of ``parent`` starts; returns the time it starts.
+async def enter(parent: StepContext, now: float) -> float:
+    """The boundary before a child of ``parent`` starts, when it is due a schedule point
+    or its deadline has passed (the executor does the plain cancel check itself, without
+    this extra coroutine); returns the time the child starts.
 
     Raises the backend's cancellation if the caller was cancelled or a deadline governing
     the child has already passed (then the child never starts).
     """
-    now = current_time()
     run = parent._run
+    clock = run.clock
     if now - run.yielded_at >= YIELD_INTERVAL:
         run.yielded_at = now
         await checkpoint()
-        now = current_time()
+        now = clock()
     else:
-        await checkpoint_if_cancelled()
+        await run.cancel_check()
     if now >= parent._deadline:
         await deliver_expired(parent, now)
-        now = current_time()
+        now = clock()
     return now
 
 
@@ -72,8 +74,9 @@ async def deliver_expired(ctx: StepContext, now: float) -> None:
             scope.cancel()
         owner = owner._parent
     await checkpoint()
+    clock = ctx._run.clock
     for _ in range(_GIVE_UP_AFTER):
-        if current_effective_deadline() > current_time():
+        if current_effective_deadline() > clock():
             return
         await checkpoint()
 

@@ -10,12 +10,14 @@ private slots whose invariants are written where they are declared.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from anyio import CancelScope, current_time
-from anyio.lowlevel import checkpoint
+from anyio import CancelScope
+from anyio.lowlevel import checkpoint, current_token
 
 from ._checkpoints import deliver_expired
 from ._outcome import CancelCause, Outcome, Status
@@ -33,12 +35,15 @@ class RunState:
     """Everything one run owns; created fresh by every ``run()`` so nothing leaks."""
 
     __slots__ = (
+        "cancel_check",
+        "clock",
         "executor",
         "flow",
         "input",
         "outcomes",
         "overruns",
         "plan",
+        "results",
         "run_id",
         "started",
         "values",
@@ -53,16 +58,32 @@ class RunState:
         self.plan = plan
         self.input = input
         self.run_id = run_id
-        # values of the steps that produced one, by name (RunResult's mapping)
+        # values of the steps that produced one, by name (RunResult's mapping), and the
+        # read-only view callables get as ctx.results
         self.values: dict[str, Any] = {}
+        self.results: Mapping[str, Any] = MappingProxyType(self.values)
         # the last outcome recorded for each step, by name
         self.outcomes: dict[str, Outcome] = {}
-        self.started = current_time()
+        # the event loop's clock and cancel check, looked up once per run (anyio's
+        # current_time() finds the backend on every call)
+        self.clock, self.cancel_check = _backend()
+        self.started = self.clock()
         # when a step boundary last yielded to the event loop; -inf makes the first
         # boundary of every run a full checkpoint (cancel point and schedule point)
         self.yielded_at = -math.inf
         # contexts of steps that ended after the deadline governing them (rare)
         self.overruns: list[StepContext] = []
+
+
+def _backend() -> tuple[Callable[[], float], Callable[[], Awaitable[None]]]:
+    """The running event loop's clock and its ``checkpoint_if_cancelled``."""
+    token = current_token()
+    native = token.native_token
+    if isinstance(native, asyncio.AbstractEventLoop):
+        clock: Callable[[], float] = native.time  # what anyio's current_time() reads
+    else:
+        clock = token.backend_class.current_time
+    return clock, token.backend_class.checkpoint_if_cancelled
 
 
 class Progress(Protocol):
@@ -277,7 +298,7 @@ class StepContext:
     @property
     def results(self) -> Mapping[str, Any]:
         """Values of the steps that finished so far, by name (read-only)."""
-        return _ReadOnly(self._run.values)
+        return self._run.results
 
     @property
     def flow_name(self) -> str:
@@ -331,13 +352,13 @@ class StepContext:
 
     def elapsed(self) -> float:
         """Seconds since the step started (all attempts)."""
-        return current_time() - self._started
+        return self._run.clock() - self._started
 
     def remaining(self) -> float:
         """Seconds left before the effective deadline (``math.inf`` if none)."""
         if self._deadline == math.inf:
             return math.inf
-        return max(0.0, self._deadline - current_time())
+        return max(0.0, self._deadline - self._run.clock())
 
     # -- the executor API ------------------------------------------------------------------
     def run_child(self, step: Step, *, index: int | None = None) -> Awaitable[Outcome]:
@@ -385,7 +406,7 @@ class StepContext:
         quorum cancel) or expired owned deadline wins; if none, the cancel came from
         outside the run.
         """
-        now = current_time()
+        now = self._run.clock()
         ctx: StepContext | None = self
         while ctx is not None:
             if ctx._cancel_reason is not None:
@@ -400,7 +421,7 @@ class StepContext:
         cancellation if the caller was cancelled or a deadline governing this step has
         passed, even when the event loop has not acted on that deadline yet (it was
         busy). Call it between children that may not await."""
-        now = current_time()
+        now = self._run.clock()
         if now >= self._deadline:
             await deliver_expired(self, now)
         else:
@@ -422,39 +443,20 @@ class StepContext:
             self._run.values[outcome.name] = outcome.value
         self._run.executor._record_unstarted(self, [outcome])
 
-    async def call(self, fn: Callable[[Any], Any], arg: Any, *, inline: bool = False) -> Any:
-        """Call a user callable ``fn(arg)``: awaited if async; if sync, run in a worker
-        thread (abandoned at the deadline, counted), or inline when ``inline`` (for fast,
-        non-blocking callables). An awaitable returned by a sync callable is awaited."""
-        return await self._run.executor._workers.call(invoker_for(fn), arg, self, inline=inline)
+    def call(self, fn: Callable[[Any], Any], arg: Any, *, inline: bool = False) -> Awaitable[Any]:
+        """Call a user callable ``fn(arg)``; await the result: awaited if async; if sync,
+        run in a worker thread (abandoned at the deadline, counted), or inline when
+        ``inline`` (for fast, non-blocking callables). An awaitable returned by a sync
+        callable is awaited."""
+        invoker = invoker_for(fn)
+        if invoker.is_async:
+            return invoker.fn(arg)  # type: ignore[no-any-return]  # its coroutine
+        return self._run.executor._workers.call(invoker, arg, self, inline=inline)
 
-    async def call_handler(self, method: str, params: Any) -> Any:
-        """Call the handler registered for ``method`` with ``params`` (as :meth:`call`)."""
+    def call_handler(self, method: str, params: Any) -> Awaitable[Any]:
+        """Call the handler registered for ``method`` with ``params`` (as :meth:`call`);
+        await the result."""
         invoker = self._run.executor._handler(method)
         if invoker.is_async:
-            return await invoker.fn(params)
-        return await self._run.executor._workers.call(invoker, params, self)
-
-
-class _ReadOnly(Mapping[str, Any]):
-    """A read-only view of a dict."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._data = data
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Any:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __repr__(self) -> str:
-        return repr(self._data)
+            return invoker.fn(params)  # type: ignore[no-any-return]  # its coroutine
+        return self._run.executor._workers.call(invoker, params, self)

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio import current_effective_deadline, current_time
+from anyio import current_effective_deadline
 from anyio.lowlevel import checkpoint_if_cancelled
 
-from ._checkpoints import enter
+from ._checkpoints import YIELD_INTERVAL, enter
 from ._context import ChildProgress, RunState, StepContext
 from ._errors import StepFailedError, StepwatchError, ValidationError
 from ._guard import DeadlineGuard
@@ -486,7 +486,12 @@ class FlowExecutor:
         if entry is None:  # a step built at run time by a custom executor
             entry = (self._entry(step, run.flow), self._timeout(step, run.flow))
         chain, timeout = entry
-        now = await enter(parent)  # a checkpoint: the step may never start
+        # the step boundary is a checkpoint: the step may never start (see _checkpoints)
+        now = run.clock()
+        if now >= parent._deadline or now - run.yielded_at >= YIELD_INTERVAL:
+            now = await enter(parent, now)
+        else:
+            await run.cancel_check()
         ctx = StepContext(run, parent, step, timeout, now, index)
         instrumentation = self._instrumentation
         token: object = None
@@ -714,4 +719,4 @@ _DEADLINE = CancelCause.DEADLINE
 def _end_of(ctx: StepContext) -> float:
     """The end time the guard stamped (read the clock only if nothing stamped it)."""
     end = ctx._end
-    return end if end == end else current_time()
+    return end if end == end else ctx._run.clock()

@@ -17,7 +17,7 @@ import sys
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from anyio import CancelScope, current_time, sleep
+from anyio import CancelScope, sleep
 
 from ._checkpoints import cancelled_for_real, deliver_expired
 from ._errors import DeadlineExceededError, FlowTimeoutError, StepFailedError, StepTimeoutError
@@ -56,6 +56,7 @@ class DeadlineGuard:
         return self.inner.can_execute(step)
 
     async def execute(self, step: Step, ctx: StepContext) -> Any:
+        clock = ctx._run.clock
         try:
             policy = step.retry_policy
             inner = self.inner
@@ -75,7 +76,7 @@ class DeadlineGuard:
                             failed = _spurious_cancel(step, ctx, exc)
                         except Exception as exc:
                             failed = exc
-                        end = ctx._end = current_time()
+                        end = ctx._end = clock()
                         if end >= ctx._deadline:  # after the enclosing deadline: cut off
                             await _cut_off(ctx, end, failed if failed is not None else value)
                         if failed is not None:
@@ -91,10 +92,10 @@ class DeadlineGuard:
                             failed = _spurious_cancel(step, ctx, exc)
                         except Exception as exc:
                             failed = exc
-                        end = current_time()
+                        end = clock()
                     ctx._scope = None
                     if scope.cancelled_caught:
-                        end = current_time()
+                        end = clock()
                     ctx._end = end
                     parent = ctx._parent
                     if scope.cancelled_caught:  # stopped by its own deadline
@@ -123,7 +124,7 @@ class DeadlineGuard:
                 delay = policy.delay(ctx._attempt)
                 parent = ctx._parent
                 limit = parent._deadline if parent is not None else math.inf
-                if current_time() + delay >= limit:
+                if clock() + delay >= limit:
                     if isinstance(error, DeadlineExceededError):
                         error.message += (
                             "; no retry: the next attempt would start after the deadline"
@@ -134,13 +135,13 @@ class DeadlineGuard:
 
         except BaseException:
             if ctx._end != ctx._end:  # nan: a cancellation (or interrupt) passing through
-                ctx._end = current_time()
+                ctx._end = clock()
             raise
 
 
 def _restart(ctx: StepContext) -> None:
     """Give the next attempt a fresh own deadline, still clamped by the parent's."""
-    now = current_time()
+    now = ctx._run.clock()
     ctx._attempt_started = now
     ctx._progress = None
     ctx._status = None
@@ -191,7 +192,7 @@ def _spurious_cancel(step: Step, ctx: StepContext, exc: BaseException) -> StepFa
         step_type=step.type,
         errors=(exc,),
         attempts=ctx._attempt,
-        elapsed=current_time() - ctx._started,
+        elapsed=ctx._run.clock() - ctx._started,
     )
     error.__cause__ = exc
     return error

@@ -181,10 +181,9 @@ def budget_ratio(status: Status, timeout: float | None, attempt_elapsed: float) 
     """elapsed / timeout of the last attempt (≤ 1.0 for an expired own deadline)."""
     if timeout is None or timeout <= 0 or math.isinf(timeout) or status is Status.CANCELLED:
         return None
-    ratio = attempt_elapsed / timeout
     if status is Status.TIMED_OUT or status is Status.FALLBACK:
-        return min(ratio, 1.0)
-    return ratio
+        return 1.0  # its deadline expired: the whole budget, exactly (the rest is overrun)
+    return attempt_elapsed / timeout
 
 
 def child_counts(

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
-from anyio import current_time
 from anyio.abc import TaskGroup
 
 from .._context import ChildProgress, StepContext
@@ -95,7 +94,7 @@ class _Group:
         for index, child in work:
             if self.stopped:
                 return
-            if current_time() >= ctx.deadline:
+            if ctx.remaining() <= 0:
                 await ctx.checkpoint()  # the deadline's owner reports the rest
             await self.run_one(index, child)
 
@@ -117,12 +116,11 @@ class ParallelExecutor:
                 group = _Group(step, ctx, tg)
                 limit = step.max_concurrency
                 if limit is None or limit >= len(children):
-                    deadline = ctx.deadline  # a checkpoint acts on it once passed
                     for index, child in enumerate(children):
                         if index % _CHECK_EVERY == 0:
                             if index:  # let the started children run their first step,
                                 await ctx.checkpoint()  # so the clock shows what starting
-                            elif current_time() >= deadline:  # costs; at the deadline
+                            elif ctx.remaining() <= 0:  # costs; at the deadline
                                 await ctx.checkpoint()  # its owner reports the rest
                         if group.stopped:
                             break

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import traceback
 import weakref
 from typing import TYPE_CHECKING, Any, Final
@@ -63,6 +64,7 @@ EVENT_OVERRUN: Final = "stepwatch.overrun"
 
 EVENT_EXCEPTION: Final = "exception"
 
+_NOOP_RECHECK: Final = 1.0  # s; a provider set later is used from the next look-up
 _CACHE_LIMIT: Final = 64
 _DESCRIPTION_LIMIT: Final = 1_024
 _STACK_LIMIT: Final = 16_384
@@ -100,7 +102,7 @@ def _version() -> str | None:
 class Tracing:
     """Starts and ends the span of every step of one FlowExecutor."""
 
-    __slots__ = ("config", "live", "near", "provider", "static_cache", "tracer")
+    __slots__ = ("_noop_until", "config", "live", "near", "provider", "static_cache", "tracer")
 
     def __init__(
         self, config: TracingConfig, provider: TracerProvider | None, near: float | None
@@ -119,6 +121,23 @@ class Tracing:
         )
         # id(ctx) -> span, for steps whose children are detached (while they run)
         self.live: dict[int, Span] = {}
+        # until when (time.monotonic()) the global provider is known to be the API's
+        # proxy without an SDK behind it: no span then (they would be non-recording)
+        self._noop_until = -math.inf
+
+    def noop(self) -> bool:
+        """Whether spans would be non-recording: no provider given and no SDK provider set
+        globally (looked up at most once a second: it is an environment look-up)."""
+        if self.provider is not None:
+            return False
+        now = time.monotonic()
+        if now < self._noop_until:
+            return True
+        if isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
+            self._noop_until = now + _NOOP_RECHECK
+            return True
+        self._noop_until = -math.inf
+        return False
 
     def mode(self, step: Step) -> str:
         """``nested`` or ``detached``: how ``step``'s children are traced."""
@@ -151,7 +170,7 @@ class Tracing:
 
     def start(self, ctx: StepContext) -> Any:
         """Start the step's span and make it current; ``None`` when tracing is a no-op."""
-        if self.provider is None and isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
+        if self.noop():
             return None  # no SDK: spans would be non-recording; the context stays as is
         step = ctx.step
         assert step is not None
