@@ -8,7 +8,7 @@ import stepwatch
 def test_all_matches_public_names() -> None:
     """__all__ lists exactly the public names the package defines."""
     public = {name for name in dir(stepwatch) if not name.startswith("_")}
-    submodules = {"executors", "http", "telemetry", "testing"}
+    submodules = {"dashboards", "executors", "http", "telemetry", "testing"}
     assert set(stepwatch.__all__) == public - submodules
 
 
