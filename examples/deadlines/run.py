@@ -1,6 +1,6 @@
 """A deadline set at the edge, honoured by every service: one command, no Docker.
 
-    pip install 'stepwatch[http,otlp]' uvicorn
+    pip install -e '.[http,otlp]' uvicorn              # in a checkout
     python examples/deadlines/run.py                  # traces printed from a local receiver
     python examples/deadlines/run.py --otlp http://localhost:4318/v1/traces   # to Jaeger
 

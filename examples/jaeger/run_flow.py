@@ -1,7 +1,7 @@
 """Send stepwatch traces to a local Jaeger: a fan-out whose group deadline expires.
 
 Start Jaeger (``docker compose -f examples/jaeger/docker-compose.yml up -d``), run this
-script (``python examples/jaeger/run_flow.py``; needs ``pip install 'stepwatch[otlp]'``)
+script (``python examples/jaeger/run_flow.py``; needs the otlp extra: ``pip install -e '.[otlp]'``)
 and open the printed link. You see:
 
 * trace 1, "GET /product/A-1": the flow span, the ``parallel enrich`` span in red

@@ -405,7 +405,7 @@ def _tracer_provider() -> Any:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
-        print("opentelemetry-sdk not installed: no tracing (pip install 'stepwatch[otlp]')")
+        print("opentelemetry-sdk not installed: no tracing (pip install -e '.[otlp]')")
         return None
     service_name = os.environ.get("OTEL_SERVICE_NAME", "stepwatch-example")
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))

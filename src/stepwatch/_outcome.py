@@ -11,7 +11,7 @@ __all__ = ["CancelCause", "Outcome", "Status"]
 
 
 class Status(enum.StrEnum):
-    """How a step ended (DESIGN.md §4)."""
+    """How a step ended (see ``docs/design.md``)."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"

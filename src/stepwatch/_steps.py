@@ -391,7 +391,7 @@ TraceChildren = Literal["nested", "detached"]
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Parallel(Step):
-    """Run ``steps`` concurrently under one group deadline (DESIGN.md §4).
+    """Run ``steps`` concurrently under one group deadline (see ``docs/design.md``).
 
     Args:
         steps: the children.

@@ -12,7 +12,7 @@ import pytest
 import stepwatch
 from stepwatch import FlowExecutor, Request, StepFailedError, ValidationError
 
-SUBMODULES = {"executors", "http", "telemetry", "testing"}
+SUBMODULES = {"dashboards", "executors", "http", "telemetry", "testing"}
 PUBLIC_MODULES = ["stepwatch", *(f"stepwatch.{name}" for name in sorted(SUBMODULES))]
 
 

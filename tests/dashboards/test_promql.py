@@ -66,7 +66,7 @@ def library_families() -> dict[str, str]:
 @cache
 def exported_names() -> frozenset[str]:
     """Series names the library exports: asked from the real library, or — only while
-    its metrics decorator is a stub — taken from the DESIGN.md §5 contract (marked)."""
+    its metrics are a stub — taken from the docs/telemetry.md contract (marked)."""
     families = library_families() or CONTRACT  # FALLBACK: contract list (stub decorator)
     return frozenset(sample_names(families))
 
@@ -99,7 +99,7 @@ def test_metric_name_extraction(expr: str, expected: set[str]) -> None:
 
 
 def test_library_exports_the_contract() -> None:
-    """The real library registers exactly the six metric families of DESIGN.md §5."""
+    """The real library registers exactly the metric families docs/telemetry.md lists."""
     families = library_families()
     if not families:
         pytest.skip("metrics decorator is still a stub: no stepwatch metrics registered")

@@ -134,7 +134,7 @@ class Probe:
     """Watches a run: live handler tasks, every execution started, every outcome recorded.
 
     ``started`` holds each execution's context (from an executor decorator, so it sees
-    exactly the executions the telemetry decorators see); ``records`` every
+    exactly the executions the telemetry sees: every step that started); ``records`` every
     ``step_finished`` call as (time, outcome, ctx, deadline of ctx at that time).
     """
 

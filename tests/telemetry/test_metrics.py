@@ -572,7 +572,7 @@ async def test_exemplar_trace_id_is_the_span_trace_id() -> None:
     with tracer.start_as_current_span("outer") as outer, pytest.raises(StepTimeoutError):
         await ex.run(timed_out_flow())
     spans = {s.name: s for s in exporter.get_finished_spans()}
-    # the step's own span if the tracing decorator made one, else the caller's span
+    # the step's own span if tracing made one, else the caller's span
     span = spans.get("request fast", spans["outer"])
     expected = {
         "trace_id": format_trace_id(span.context.trace_id),
