@@ -4,9 +4,10 @@ It owns a step's deadline (one anyio cancel scope, opened only when the step's o
 deadline is earlier than what its parent has left), turns the expiry of that deadline into
 :class:`StepTimeoutError` / :class:`FlowTimeoutError`, treats a value or error that
 arrives after the deadline governing it as what it is (see ``_checkpoints``), retries
-retryable errors with backoff that never sleeps past the enclosing deadline, and applies
-``fallback`` and the executor's timeout recovery (``StepContext.on_timeout``). It knows
-no particular step type.
+retryable errors with backoff that never sleeps past the enclosing deadline (and waits at
+least what a server asked for with ``Retry-After``), and applies ``fallback`` and the
+executor's timeout recovery (``StepContext.on_timeout``). It knows no particular step
+type.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 from anyio import CancelScope, current_time, sleep
 
 from ._checkpoints import cancelled_for_real, deliver_expired
-from ._errors import DeadlineExceededError, FlowTimeoutError, StepFailedError, StepTimeoutError
+from ._errors import (
+    DeadlineExceededError,
+    FlowTimeoutError,
+    StepFailedError,
+    StepTimeoutError,
+    StepwatchError,
+)
 from ._outcome import Status
 from ._steps import NO_FALLBACK, Step
 
@@ -118,13 +125,27 @@ class DeadlineGuard:
                 if policy is None or ctx._attempt >= policy.attempts or not policy.retry_on(error):
                     break
                 delay = policy.delay(ctx._attempt)
+                asked = policy.asked_delay(error)
+                if asked is not None:
+                    if asked > policy.max_delay:
+                        _no_retry(
+                            error,
+                            f"the server asked to wait {asked:.3g} s (Retry-After), more "
+                            f"than Retry.max_delay ({policy.max_delay:.3g} s)",
+                        )
+                        break
+                    delay = max(delay, asked)
                 parent = ctx._parent
                 limit = parent._deadline if parent is not None else math.inf
-                if current_time() + delay >= limit:
-                    if isinstance(error, DeadlineExceededError):
-                        error.message += (
-                            "; no retry: the next attempt would start after the deadline"
+                now = current_time()
+                if now + delay >= limit:
+                    reason = "the next attempt would start after the deadline"
+                    if asked is not None and asked >= delay:
+                        reason += (
+                            f" (the server asked to wait {asked:.3g} s with Retry-After; "
+                            f"{max(0.0, limit - now):.3g} s were left)"
                         )
+                    _no_retry(error, reason)
                     break
                 await sleep(delay)
             return _give_up(step, ctx, error)
@@ -192,6 +213,16 @@ def _spurious_cancel(step: Step, ctx: StepContext, exc: BaseException) -> StepFa
     )
     error.__cause__ = exc
     return error
+
+
+def _no_retry(error: Exception, reason: str) -> None:
+    """Say on the error that is about to be raised why it was not retried."""
+    text = f"no retry: {reason}"
+    if isinstance(error, StepwatchError):
+        if text not in error.message:
+            error.message += f"; {text}"
+    elif text not in getattr(error, "__notes__", ()):
+        error.add_note(text)  # shown with its traceback (it is the caller's __cause__)
 
 
 def _give_up(step: Step, ctx: StepContext, error: Exception) -> Any:
