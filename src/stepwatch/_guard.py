@@ -127,18 +127,11 @@ class DeadlineGuard:
                 delay = policy.delay(ctx._attempt)
                 asked = policy.asked_delay(error)
                 if asked is not None:
-                    if asked > policy.max_delay:
-                        _no_retry(
-                            error,
-                            f"the server asked to wait {asked:.3g} s (Retry-After), more "
-                            f"than Retry.max_delay ({policy.max_delay:.3g} s)",
-                        )
-                        break
                     delay = max(delay, asked)
                 parent = ctx._parent
                 limit = parent._deadline if parent is not None else math.inf
                 now = current_time()
-                if now + delay >= limit:
+                if limit != math.inf and now + delay >= limit:
                     reason = "the next attempt would start after the deadline"
                     if asked is not None and asked >= delay:
                         reason += (
@@ -147,6 +140,14 @@ class DeadlineGuard:
                         )
                     _no_retry(error, reason)
                     break
+                if asked is not None and asked > policy.max_delay:
+                    _no_retry(
+                        error,
+                        f"the server asked to wait {asked:.3g} s (Retry-After), more than "
+                        f"Retry.max_delay ({policy.max_delay:.3g} s)",
+                    )
+                    break
+                _backing_off(ctx)
                 await sleep(delay)
             return _give_up(step, ctx, error)
 
@@ -175,6 +176,19 @@ def _restart(ctx: StepContext) -> None:
     ctx._own_deadline = own
     ctx._scoped = own < parent_deadline
     ctx._deadline = own if ctx._scoped else parent_deadline
+
+
+def _backing_off(ctx: StepContext) -> None:
+    """Between attempts the step has no deadline of its own (the last attempt's has passed
+    or no longer applies): a cancellation during the backoff comes from its parent, whose
+    cause it gets, and ends the step when it arrives."""
+    parent = ctx._parent
+    ctx._scoped = False
+    ctx._own_deadline = math.inf
+    ctx._deadline = parent._deadline if parent is not None else math.inf
+    ctx._overrun = None
+    ctx._late = None
+    ctx._end = math.nan
 
 
 def _overran(ctx: StepContext, seconds: float, produced: Any) -> None:
