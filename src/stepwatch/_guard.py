@@ -5,9 +5,9 @@ deadline is earlier than what its parent has left), turns the expiry of that dea
 :class:`StepTimeoutError` / :class:`FlowTimeoutError`, treats a value or error that
 arrives after the deadline governing it as what it is (see ``_checkpoints``), retries
 retryable errors with backoff that never sleeps past the enclosing deadline (and waits at
-least what a server asked for with ``Retry-After``), and applies ``fallback`` and the
-executor's timeout recovery (``StepContext.on_timeout``). It knows no particular step
-type.
+least what a server asked for with ``Retry-After``), and applies ``fallback`` (on the
+step's own timeout, or also on its failure with ``fallback_on``) and the executor's
+timeout recovery (``StepContext.on_timeout``). It knows no particular step type.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ._errors import (
     StepwatchError,
 )
 from ._outcome import Status
+from ._retry import is_retryable
 from ._steps import NO_FALLBACK, Step
 
 if TYPE_CHECKING:
@@ -241,8 +242,9 @@ def _no_retry(error: Exception, reason: str) -> None:
 
 def _give_up(step: Step, ctx: StepContext, error: Exception) -> Any:
     """After the last attempt: the fallback, the executor's recovery, or raise."""
+    has_fallback = step.fallback is not NO_FALLBACK
     if ctx._status is Status.TIMED_OUT and isinstance(error, DeadlineExceededError):
-        if step.fallback is not NO_FALLBACK:
+        if has_fallback and "timeout" in step.fallback_triggers:
             ctx._status = Status.FALLBACK
             ctx._error = error
             return step.fallback
@@ -255,7 +257,34 @@ def _give_up(step: Step, ctx: StepContext, error: Exception) -> Any:
                 raise
             ctx._error = error
             return value
+    elif has_fallback and "failure" in step.fallback_triggers:
+        ctx._status = Status.FALLBACK
+        ctx._error = _failure(step, ctx, error)
+        return step.fallback
     raise error
+
+
+def _failure(step: Step, ctx: StepContext, error: Exception) -> StepFailedError:
+    """The error a failure fallback replaced, as the StepFailedError the step would have
+    raised (its ``__cause__`` is ``error``); telemetry tells a failure fallback from a
+    timeout fallback by it."""
+    policy = step.retry_policy
+    try:
+        retryable = is_retryable(error) if policy is None else bool(policy.retry_on(error))
+    except Exception:  # a user predicate that raises: not worth retrying, say so
+        retryable = False
+    wrapped = StepFailedError(
+        f"{step.type} step {step.name!r} failed: {type(error).__name__}: {error}; "
+        "its fallback was used",
+        step_name=step.name,
+        step_type=step.type,
+        errors=(error,),
+        attempts=ctx._attempt,
+        elapsed=current_time() - ctx._started,
+        retryable=retryable,
+    )
+    wrapped.__cause__ = error
+    return wrapped
 
 
 def _timeout_error(step: Step, ctx: StepContext) -> StepTimeoutError | FlowTimeoutError:
