@@ -520,3 +520,16 @@ class TestRetryDefinition:
         with pytest.raises(AttributeError):
             Retry().attempts = 5
 
+
+def test_readme_retry_on_example() -> None:
+    """The README's retry_on example runs and extends the default as it says."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"```python\n(import httpx\n.*?def also_500.*?)```", readme, re.S)
+    assert block is not None
+    namespace: dict[str, Any] = {}
+    exec(block.group(1), namespace)
+    also_500 = namespace["also_500"]
+    assert also_500(status_error(500)) and also_500(status_error(503))
+    assert not also_500(status_error(404)) and not also_500(TypeError("bug"))
