@@ -236,8 +236,11 @@ def _no_retry(error: Exception, reason: str) -> None:
     if isinstance(error, StepwatchError):
         if text not in error.message:
             error.message += f"; {text}"
-    elif text not in getattr(error, "__notes__", ()):
-        error.add_note(text)  # shown with its traceback (it is the caller's __cause__)
+        return
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):  # an instance raised again: one reason, the latest
+        notes[:] = [note for note in notes if not str(note).startswith("no retry: ")]
+    error.add_note(text)  # shown with its traceback (it is the caller's __cause__)
 
 
 def _give_up(step: Step, ctx: StepContext, error: Exception) -> Any:
