@@ -320,7 +320,8 @@ class TestFallbackOnFailure:
         assert result["r"] == "cached"
         assert backend.calls == 3
         assert result.outcomes["r"].attempts == 3
-        assert anyio.current_time() - start == pytest.approx(0.03 + 0.1 + 0.2, abs=0.02)
+        took = anyio.current_time() - start
+        assert 0.03 + 0.1 + 0.2 - 0.005 <= took < 0.6  # three attempts and two backoffs
         assert result.outcomes["r"].error.retryable is True  # type: ignore[union-attr]
 
     async def test_success_after_retries_needs_no_fallback(self) -> None:

@@ -119,7 +119,7 @@ class TestRetry:
         assert outcome.status is Status.CANCELLED
         assert outcome.cause is CancelCause.QUORUM_MET
         assert outcome.attempts == 1 and len(flaky.calls) == 1
-        assert outcome.elapsed == pytest.approx(0.1, abs=0.02)
+        assert 0.095 <= outcome.elapsed < 0.25  # ended when the quorum was met
 
     def test_retry_validation(self) -> None:
         """Bad retry settings name the field and value."""

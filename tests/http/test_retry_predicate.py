@@ -407,7 +407,8 @@ class TestRetriesInAFlow:
         backend = Backend(status_error(503, {"Retry-After": "0.3"}))
         result = await run(backend, Request("r", "h", retry=FAST), timeout=5)
         assert result["r"] == "ok"
-        assert backend.gaps() == [pytest.approx(0.3, abs=0.05)]
+        (gap,) = backend.gaps()
+        assert 0.295 <= gap < 0.55  # real time on asyncio: late, never early
 
     async def test_http_date_retry_after_is_honoured(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """An HTTP-date Retry-After delays the retry until then (the wall clock is fixed
@@ -418,7 +419,8 @@ class TestRetriesInAFlow:
         backend = Backend(status_error(429, {"Retry-After": when}))
         result = await run(backend, Request("r", "h", retry=FAST), timeout=5)
         assert result["r"] == "ok"
-        assert backend.gaps() == [pytest.approx(0.3, abs=0.05)]
+        (gap,) = backend.gaps()
+        assert 0.295 <= gap < 0.55  # real time on asyncio: late, never early
 
     async def test_retry_after_past_the_deadline_is_not_waited_for(self) -> None:
         """Retry-After longer than the time left: no retry, the 503 is raised at once and
@@ -459,7 +461,8 @@ class TestRetriesInAFlow:
         backend = Backend(status_error(503, {"Retry-After": "tomorrow-ish"}))
         result = await run(backend, Request("r", "h", retry=FAST), timeout=5)
         assert result["r"] == "ok"
-        assert backend.gaps() == [pytest.approx(0.01, abs=0.005)]
+        (gap,) = backend.gaps()
+        assert gap < 0.25  # the 10 ms backoff, not the header
 
     async def test_respect_retry_after_false(self) -> None:
         """respect_retry_after=False keeps the policy's backoff."""
@@ -467,7 +470,8 @@ class TestRetriesInAFlow:
         backend = Backend(status_error(503, {"Retry-After": "3"}))
         result = await run(backend, Request("r", "h", retry=policy), timeout=1)
         assert result["r"] == "ok"
-        assert backend.gaps() == [pytest.approx(0.01, abs=0.005)]
+        (gap,) = backend.gaps()
+        assert gap < 0.25  # the 10 ms backoff, not the header
 
     async def test_no_retry_note_is_not_repeated(self) -> None:
         """An error instance raised again by a second run is not given a second note."""
