@@ -19,7 +19,7 @@ from ._protocols import ExecutorDecorator, StepExecutor, StepHook
 from ._public import publish as _publish
 from ._record import StepEnded
 from ._result import RunResult
-from ._retry import Retry
+from ._retry import RETRYABLE_STATUSES, Retry, is_retryable, retry_after
 from ._steps import (
     MAX_DEPTH,
     NO_FALLBACK,
@@ -41,6 +41,7 @@ from .telemetry._instrument import make_telemetry as _make_telemetry
 __all__ = [
     "MAX_DEPTH",
     "NO_FALLBACK",
+    "RETRYABLE_STATUSES",
     "Branch",
     "CancelCause",
     "ChildProgress",
@@ -76,6 +77,8 @@ __all__ = [
     "WorkerTracker",
     "WorkersExhaustedError",
     "in_worker_process",
+    "is_retryable",
+    "retry_after",
 ]
 
 # The core knows neither the built-in step types nor the telemetry: plug them in here.

@@ -227,10 +227,11 @@ class StepContext:
         # the children's outcomes once the executor tracks them, else None
         "_progress",
         # how a step that returned ended when that is not a plain success:
-        # TIMED_OUT (returned partial results after its own deadline) or FALLBACK;
+        # TIMED_OUT (returned partial results after its own deadline), FALLBACK, or
+        # SUCCEEDED (returned although part of its work failed: mark_recovered);
         # None while running and for plain values; reset by every attempt
         "_status",
-        # the deadline error behind a FALLBACK / partial value, else None
+        # the error behind a FALLBACK / partial / recovered value, else None
         "_error",
         # seconds the step ran past the deadline governing it when it returned or raised
         # instead of being stopped (None otherwise); _late is what it produced then
@@ -436,6 +437,14 @@ class StepContext:
         step's value instead (the outcome is ``timed_out`` with ``recovered=True``), or
         raises. Used by ``Parallel(on_timeout="partial")``; reset by every attempt."""
         self._recover = recover
+
+    def mark_recovered(self, error: BaseException) -> None:
+        """Say that the value this step is about to return was made although part of its
+        work failed (``error`` says what): the outcome is ``succeeded`` with
+        ``recovered=True`` and ``error``, and the flow goes on. Used by
+        ``Parallel(on_failure="partial")``; reset by every attempt."""
+        self._status = Status.SUCCEEDED
+        self._error = error
 
     def record_replaced(self, outcome: Outcome) -> None:
         """Record an outcome that replaces a child's (a cut-off child's fallback)."""

@@ -4,9 +4,10 @@ It owns a step's deadline (one anyio cancel scope, opened only when the step's o
 deadline is earlier than what its parent has left), turns the expiry of that deadline into
 :class:`StepTimeoutError` / :class:`FlowTimeoutError`, treats a value or error that
 arrives after the deadline governing it as what it is (see ``_checkpoints``), retries
-retryable errors with backoff that never sleeps past the enclosing deadline, and applies
-``fallback`` and the executor's timeout recovery (``StepContext.on_timeout``). It knows
-no particular step type.
+retryable errors with backoff that never sleeps past the enclosing deadline (and waits at
+least what a server asked for with ``Retry-After``), and applies ``fallback`` (on the
+step's own timeout, or also on its failure with ``fallback_on``) and the executor's
+timeout recovery (``StepContext.on_timeout``). It knows no particular step type.
 """
 
 from __future__ import annotations
@@ -20,8 +21,15 @@ from typing import TYPE_CHECKING, Any
 from anyio import CancelScope, sleep
 
 from ._checkpoints import cancelled_for_real, deliver_expired
-from ._errors import DeadlineExceededError, FlowTimeoutError, StepFailedError, StepTimeoutError
+from ._errors import (
+    DeadlineExceededError,
+    FlowTimeoutError,
+    StepFailedError,
+    StepTimeoutError,
+    StepwatchError,
+)
 from ._outcome import Status
+from ._retry import is_retryable
 from ._steps import NO_FALLBACK, Step
 from ._text import clip
 
@@ -122,14 +130,29 @@ class DeadlineGuard:
                 if policy is None or ctx._attempt >= policy.attempts or not policy.retry_on(error):
                     break
                 delay = policy.delay(ctx._attempt)
+                asked = policy.asked_delay(error)
+                if asked is not None:
+                    delay = max(delay, asked)
                 parent = ctx._parent
                 limit = parent._deadline if parent is not None else math.inf
-                if clock() + delay >= limit:
-                    if isinstance(error, DeadlineExceededError):
-                        error.message += (
-                            "; no retry: the next attempt would start after the deadline"
+                now = clock()
+                if limit != math.inf and now + delay >= limit:
+                    reason = "the next attempt would start after the deadline"
+                    if asked is not None and asked >= delay:
+                        reason += (
+                            f" (the server asked to wait {asked:.3g} s with Retry-After; "
+                            f"{max(0.0, limit - now):.3g} s were left)"
                         )
+                    _no_retry(error, reason)
                     break
+                if asked is not None and asked > policy.max_delay:
+                    _no_retry(
+                        error,
+                        f"the server asked to wait {asked:.3g} s (Retry-After), more than "
+                        f"Retry.max_delay ({policy.max_delay:.3g} s)",
+                    )
+                    break
+                _backing_off(ctx)
                 await sleep(delay)
             return _give_up(step, ctx, error)
 
@@ -158,6 +181,19 @@ def _restart(ctx: StepContext) -> None:
     ctx._own_deadline = own
     ctx._scoped = own < parent_deadline
     ctx._deadline = own if ctx._scoped else parent_deadline
+
+
+def _backing_off(ctx: StepContext) -> None:
+    """Between attempts the step has no deadline of its own (the last attempt's has passed
+    or no longer applies): a cancellation during the backoff comes from its parent, whose
+    cause it gets, and ends the step when it arrives."""
+    parent = ctx._parent
+    ctx._scoped = False
+    ctx._own_deadline = math.inf
+    ctx._deadline = parent._deadline if parent is not None else math.inf
+    ctx._overrun = None
+    ctx._late = None
+    ctx._end = math.nan
 
 
 def _overran(ctx: StepContext, seconds: float, produced: Any) -> None:
@@ -211,11 +247,25 @@ def _with_stack(error: BaseException) -> None:
     error.__traceback__ = tb
 
 
+def _no_retry(error: Exception, reason: str) -> None:
+    """Say on the error that is about to be raised why it was not retried."""
+    text = f"no retry: {reason}"
+    if isinstance(error, StepwatchError):
+        if text not in error.message:
+            error.message += f"; {text}"
+        return
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):  # an instance raised again: one reason, the latest
+        notes[:] = [note for note in notes if not str(note).startswith("no retry: ")]
+    error.add_note(text)  # shown with its traceback (it is the caller's __cause__)
+
+
 def _give_up(step: Step, ctx: StepContext, error: Exception) -> Any:
     """After the last attempt: the fallback, the executor's recovery, or raise."""
+    has_fallback = step.fallback is not NO_FALLBACK
     if ctx._status is Status.TIMED_OUT and isinstance(error, DeadlineExceededError):
         _with_stack(error)
-        if step.fallback is not NO_FALLBACK:
+        if has_fallback and "timeout" in step.fallback_triggers:
             ctx._status = Status.FALLBACK
             ctx._error = error
             return step.fallback
@@ -228,7 +278,34 @@ def _give_up(step: Step, ctx: StepContext, error: Exception) -> Any:
                 raise
             ctx._error = error
             return value
+    elif has_fallback and "failure" in step.fallback_triggers:
+        ctx._status = Status.FALLBACK
+        ctx._error = _failure(step, ctx, error)
+        return step.fallback
     raise error
+
+
+def _failure(step: Step, ctx: StepContext, error: Exception) -> StepFailedError:
+    """The error a failure fallback replaced, as the StepFailedError the step would have
+    raised (its ``__cause__`` is ``error``); telemetry tells a failure fallback from a
+    timeout fallback by it."""
+    policy = step.retry_policy
+    try:
+        retryable = is_retryable(error) if policy is None else bool(policy.retry_on(error))
+    except Exception:  # a user predicate that raises: not worth retrying, say so
+        retryable = False
+    wrapped = StepFailedError(
+        f"{step.type} step {step.name!r} failed: {type(error).__name__}: {error}; "
+        "its fallback was used",
+        step_name=step.name,
+        step_type=step.type,
+        errors=(error,),
+        attempts=ctx._attempt,
+        elapsed=ctx._run.clock() - ctx._started,
+        retryable=retryable,
+    )
+    wrapped.__cause__ = error
+    return wrapped
 
 
 def _timeout_error(step: Step, ctx: StepContext) -> StepTimeoutError | FlowTimeoutError:

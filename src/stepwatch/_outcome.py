@@ -25,6 +25,8 @@ class Status(enum.StrEnum):
 
         ``success``, ``failure``, ``timeout`` or ``cancellation``. A fallback is reported as
         ``timeout``: the step's deadline did expire, the fallback only hid it from the caller.
+        (A fallback used because the step *failed*, ``fallback_on=("failure",)``, is a
+        ``failure``: :attr:`StepEnded.result` tells them apart by the outcome's error.)
         """
         return _TELEMETRY[self]
 
@@ -61,13 +63,20 @@ class Outcome:
         status: a :class:`Status`.
         value: the step's value (``succeeded``, ``fallback``; the partial results for a
             ``timed_out`` parallel step with ``on_timeout="partial"``), else ``None``.
-        error: the exception for ``failed`` / ``timed_out`` outcomes, else ``None``.
+        error: the exception for ``failed`` / ``timed_out`` outcomes; for a ``fallback``
+            the error it replaced (the :class:`StepTimeoutError`, or for a failure a
+            :class:`StepFailedError` whose ``__cause__`` is what the step raised); for a
+            ``recovered`` parallel step whose children failed, a :class:`StepFailedError`
+            naming them; else ``None``.
         elapsed: seconds from the step's start to its end.
         attempts: attempts made; ``0`` for a child that was never started.
         cause: for ``cancelled``: a :class:`CancelCause`; else ``None``.
         timeout: the step's resolved budget in seconds, or ``None`` if unbounded.
-        recovered: the step timed out but still returned a value (``fallback`` or
-            ``on_timeout="partial"``); the flow went on.
+        recovered: the step timed out or failed but still returned a value
+            (``fallback``, ``on_timeout="partial"``), or it is a parallel step that
+            returned although some of its children failed or timed out
+            (``on_failure="partial"``, or ``min_successes`` met): ``succeeded`` with
+            ``recovered=True``. The flow went on.
         overrun: seconds the step ran past the deadline that governed it, when it ended
             by returning or raising after that deadline instead of being stopped by it:
             it held the event loop (blocking or CPU-bound code in an async handler) or

@@ -43,12 +43,14 @@ class StepEnded:
         ended: when it ended, on anyio's clock.
         exception: the exception as the step raised it (``outcome.error`` wraps one that is
             not a stepwatch error in a :class:`StepFailedError`); for a step that timed
-            out, the deadline error; else ``None``.
+            out, the deadline error; for a fallback used because the step failed, the
+            :class:`StepFailedError` whose ``__cause__`` is what it raised; else ``None``.
         error_type: the ``error.type`` of the step's span: ``"timeout"`` when it owned an
             expired deadline, ``"overrun"`` when it was cut off after running past the
             deadline governing it, the qualified class of its exception when it failed
-            (``ValueError``, ``stepwatch.StepTimeoutError``, ``mylib.BackendError``),
-            else ``None``.
+            (``ValueError``, ``stepwatch.StepTimeoutError``, ``mylib.BackendError``), also
+            when it then used its fallback (``fallback_on`` with ``"failure"``), else
+            ``None``.
         arose_here: its error arose in this step (not a child's error passing through, nor
             a summary of its children's errors): record or log it here, once.
         budget_ratio: elapsed / timeout of its last attempt, for a step with a finite
@@ -117,8 +119,12 @@ class StepEnded:
     @property
     def result(self) -> str:
         """``success``, ``failure``, ``timeout`` or ``cancellation``: the ``outcome`` of
-        span attributes, metric labels and log events (see :attr:`Status.telemetry`)."""
-        return self.outcome.status.telemetry
+        span attributes, metric labels and log events (see :attr:`Status.telemetry`; a
+        ``fallback`` used because the step failed is a ``failure``)."""
+        outcome = self.outcome
+        if outcome.status is Status.FALLBACK and isinstance(outcome.error, StepFailedError):
+            return "failure"
+        return outcome.status.telemetry
 
     @property
     def cause(self) -> CancelCause | None:
@@ -144,11 +150,15 @@ class StepEnded:
 
 def error_type(status: Status, error: BaseException | None, overrun: float | None) -> str | None:
     """The ``error.type`` value for a step that ended with ``status`` (see StepEnded)."""
-    if status is Status.TIMED_OUT or status is Status.FALLBACK:
+    if status is Status.FALLBACK and isinstance(error, StepFailedError):
+        # a fallback used because the step failed: the class of what the step raised
+        cause = error.__cause__
+        error = cause if cause is not None and len(error.errors) == 1 else error
+    elif status is Status.TIMED_OUT or status is Status.FALLBACK:
         return "timeout"
-    if status is Status.CANCELLED:
+    elif status is Status.CANCELLED:
         return "overrun" if overrun is not None else None
-    if status is not Status.FAILED or error is None:
+    elif status is not Status.FAILED or error is None:
         return None
     cls = type(error)
     module = cls.__module__
@@ -178,12 +188,18 @@ def arose_here(step: Step, error: BaseException | None) -> bool:
 
 
 def budget_ratio(status: Status, timeout: float | None, attempt_elapsed: float) -> float | None:
-    """elapsed / timeout of the last attempt (≤ 1.0 for an expired own deadline)."""
+    """elapsed / timeout of the last attempt (exactly 1.0 for an expired own deadline)."""
     if timeout is None or timeout <= 0 or math.isinf(timeout) or status is Status.CANCELLED:
         return None
+    ratio = attempt_elapsed / timeout
     if status is Status.TIMED_OUT or status is Status.FALLBACK:
-        return 1.0  # its deadline expired: the whole budget, exactly (the rest is overrun)
-    return attempt_elapsed / timeout
+        # an expired own deadline used the whole budget: (start + timeout) - start may come
+        # out a rounding error below it; a fallback after a failure keeps its real ratio
+        return 1.0 if ratio > _WHOLE_BUDGET else ratio
+    return ratio
+
+
+_WHOLE_BUDGET: Final = 1.0 - 1e-9
 
 
 def child_counts(

@@ -57,6 +57,9 @@ DEFAULT_MAX_ITERATIONS: Final = 10_000
 """Sentinel: the step has no fallback value (``None`` is a valid fallback)."""
 
 StepFn = Callable[["StepContext"], Any] | Callable[["StepContext"], Awaitable[Any]]
+FallbackOn = Literal["timeout", "failure"]
+"""What a step's ``fallback`` covers: its own timeout, its failure."""
+_FALLBACK_ON: Final[tuple[FallbackOn, ...]] = ("timeout", "failure")
 
 
 def _describe(step: object) -> str:
@@ -79,6 +82,9 @@ class Step:
             to inherit through the resolution order).
         retry: a :class:`Retry`, an int number of attempts, or ``None``.
         fallback: value used when this step times out (outcome ``fallback``).
+        fallback_on: when the fallback is used: ``"timeout"`` (the default: the step's own
+            deadline expired), ``"failure"`` (it raised, after its retries), or both,
+            ``("timeout", "failure")``. Needs a ``fallback``.
     """
 
     type: ClassVar[str] = "step"
@@ -96,6 +102,7 @@ class Step:
     timeout: TimeoutValue = None
     retry: Retry | int | None = None
     fallback: Any = NO_FALLBACK
+    fallback_on: FallbackOn | abc.Iterable[FallbackOn] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -114,6 +121,7 @@ class Step:
         object.__setattr__(
             self, "retry", coerce_retry(f"{self.name}.retry", _describe(self), self.retry)
         )
+        object.__setattr__(self, "fallback_on", _fallback_on(self))
 
     def children(self) -> tuple[Step, ...]:
         """The steps this step runs (composite steps override this)."""
@@ -137,6 +145,40 @@ class Step:
     def timeout_seconds(self) -> float | None:
         """The validated ``timeout`` in seconds (``inf`` = explicitly unlimited)."""
         return self.timeout  # type: ignore[return-value]  # normalised in __post_init__
+
+    @property
+    def fallback_triggers(self) -> tuple[FallbackOn, ...]:
+        """The validated ``fallback_on``: ``("timeout",)``, ``("failure",)`` or both."""
+        return self.fallback_on  # type: ignore[return-value]  # normalised in __post_init__
+
+
+def _fallback_on(step: Step) -> tuple[FallbackOn, ...]:
+    """``fallback_on`` as a tuple in canonical order; ``None`` is ``("timeout",)``."""
+    value: object = step.fallback_on
+    if value is None:
+        return ("timeout",)
+    where = f"{_describe(step)}.fallback_on"
+    items: tuple[object, ...]
+    if isinstance(value, str):
+        items = (value,)
+    elif isinstance(value, abc.Iterable) and not isinstance(value, bytes | abc.Mapping):
+        items = tuple(value)
+    else:
+        items = ()
+    if not items or any(item not in _FALLBACK_ON for item in items):
+        raise ValidationError(
+            f"{where} must be 'timeout', 'failure' or both, as ('timeout', 'failure'); "
+            f"got {value!r}",
+            field=f"{step.name}.fallback_on",
+            value=value,
+        )
+    if step.fallback is NO_FALLBACK:
+        raise ValidationError(
+            f"{where}={value!r} needs a fallback value (fallback=...)",
+            field=f"{step.name}.fallback_on",
+            value=value,
+        )
+    return tuple(kind for kind in _FALLBACK_ON if kind in items)
 
 
 def _check_callable(step: Step, field_name: str, value: object, *, optional: bool = False) -> None:
@@ -386,6 +428,7 @@ class Sequence(Step):
 
 
 OnTimeout = Literal["raise", "partial"]
+OnFailure = Literal["raise", "partial"]
 TraceChildren = Literal["nested", "detached"]
 
 
@@ -395,11 +438,20 @@ class Parallel(Step):
 
     Args:
         steps: the children.
-        on_timeout: ``"raise"`` a :class:`StepTimeoutError` carrying ``partial`` and
-            ``pending``, or return the ``"partial"`` results.
-        fail_fast: a child failure cancels the siblings and raises at once.
+        on_timeout: when the group's deadline expires, ``"raise"`` a
+            :class:`StepTimeoutError` carrying ``partial`` and ``pending``, or return the
+            ``"partial"`` results.
+        on_failure: when children fail or time out on their own deadlines, ``"raise"``
+            (the default), or return the ``"partial"`` results: whatever succeeded,
+            possibly nothing (``Promise.allSettled``, ``gather(return_exceptions=True)``).
+            The failed children keep their outcomes; the step's outcome is ``succeeded``
+            with ``recovered=True`` and ``error`` saying which children failed.
+        fail_fast: a child failure cancels the siblings and raises at once. ``None`` (the
+            default) means ``True``, or ``False`` with ``on_failure="partial"``, which
+            contradicts ``fail_fast=True``.
         max_concurrency: at most this many children run at once.
         min_successes: return as soon as this many children succeeded; cancel the rest.
+            When that can no longer happen the step fails, whatever ``on_failure`` says.
         trace_children: ``"nested"`` child spans, or ``"detached"`` (one trace per child,
             linked to the parallel span); ``None`` = the executor's default.
     """
@@ -410,7 +462,8 @@ class Parallel(Step):
     steps: abc.Sequence[Step]
     _: KW_ONLY
     on_timeout: OnTimeout = "raise"
-    fail_fast: bool = True
+    on_failure: OnFailure = "raise"
+    fail_fast: bool | None = None
     max_concurrency: int | None = None
     min_successes: int | None = None
     trace_children: TraceChildren | None = None
@@ -427,9 +480,26 @@ class Parallel(Step):
                 field=f"{self.name}.on_timeout",
                 value=self.on_timeout,
             )
-        if not isinstance(self.fail_fast, bool):
+        if self.on_failure not in ("raise", "partial"):
             raise ValidationError(
-                f"{_describe(self)}.fail_fast must be a bool; got {self.fail_fast!r}",
+                f"{_describe(self)}.on_failure must be 'raise' or 'partial'; "
+                f"got {self.on_failure!r}",
+                field=f"{self.name}.on_failure",
+                value=self.on_failure,
+            )
+        degrade = self.on_failure == "partial"
+        if self.fail_fast is None:
+            object.__setattr__(self, "fail_fast", not degrade)
+        elif not isinstance(self.fail_fast, bool):
+            raise ValidationError(
+                f"{_describe(self)}.fail_fast must be a bool or None; got {self.fail_fast!r}",
+                field=f"{self.name}.fail_fast",
+                value=self.fail_fast,
+            )
+        elif self.fail_fast and degrade:
+            raise ValidationError(
+                f"{_describe(self)}: fail_fast=True contradicts on_failure='partial' (a "
+                "failure cannot both stop the group and be tolerated); leave fail_fast unset",
                 field=f"{self.name}.fail_fast",
                 value=self.fail_fast,
             )

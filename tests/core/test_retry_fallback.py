@@ -96,6 +96,31 @@ class TestRetry:
             await FlowExecutor(handlers={"h": flaky}).run(flow)
         assert len(flaky.calls) == 1
 
+    @pytest.mark.parametrize("hang", [False, True], ids=["failed", "timed_out"])
+    async def test_cancelled_during_the_backoff(self, hang: bool) -> None:
+        """A step cancelled while it waits between attempts (here by a met quorum) gets its
+        parent's cause and ends when the cancel came, whatever its last attempt did."""
+        flaky = Flaky(100, hang=hang)
+        group = Parallel(
+            "g",
+            [
+                Request("r", "h", timeout=0.02, retry=Retry(attempts=3, initial=0.5)),
+                Request("ok", "fast"),
+            ],
+            min_successes=1,
+        )
+
+        async def fast(params: Any) -> str:
+            await anyio.sleep(0.1)
+            return "fast"
+
+        result = await FlowExecutor(handlers={"h": flaky, "fast": fast}).run(Flow("f", group))
+        outcome = result.outcomes["r"]
+        assert outcome.status is Status.CANCELLED
+        assert outcome.cause is CancelCause.QUORUM_MET
+        assert outcome.attempts == 1 and len(flaky.calls) == 1
+        assert 0.095 <= outcome.elapsed < 0.25  # ended when the quorum was met
+
     def test_retry_validation(self) -> None:
         """Bad retry settings name the field and value."""
         with pytest.raises(ValidationError, match=r"Retry.attempts must be >= 1; got 0"):

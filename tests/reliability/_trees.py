@@ -55,7 +55,7 @@ def specs(draw: st.DrawFn, depth: int = 0) -> Spec:
             draw(st.sampled_from(DURATIONS)),
             draw(st.sampled_from(FAILURES)),
             draw(st.sampled_from((None, None, 2, 3))),  # retry attempts
-            draw(st.booleans()),  # has a fallback
+            draw(st.sampled_from((None, "timeout", "both"))),  # a fallback, covering what
         )
     if kind == "delay":
         return ("delay", timeout, draw(st.sampled_from(DURATIONS)))
@@ -69,14 +69,16 @@ def specs(draw: st.DrawFn, depth: int = 0) -> Spec:
     if kind == "sequence":
         return ("sequence", timeout, children)
     n = len(children)
+    on_failure = draw(st.sampled_from(["raise", "raise", "partial"]))
     return (
         "parallel",
         timeout,
         children,
         draw(st.sampled_from(["raise", "partial"])),
-        draw(st.booleans()),  # fail_fast
+        None if on_failure == "partial" else draw(st.booleans()),  # fail_fast
         draw(st.none() | st.integers(1, n)),  # max_concurrency
         draw(st.none() | st.integers(1, n)),  # min_successes
+        on_failure,
     )
 
 
@@ -105,6 +107,7 @@ class Builder:
                 timeout=timeout,
                 retry=None if attempts is None else Retry(attempts, initial=0.01, jitter=False),
                 fallback="fallback" if fallback else NO_FALLBACK,
+                fallback_on=("timeout", "failure") if fallback == "both" else None,
             )
         if kind == "delay":
             return Delay(name, spec[2], timeout=timeout)
@@ -126,6 +129,7 @@ class Builder:
             fail_fast=spec[4],
             max_concurrency=spec[5],
             min_successes=spec[6],
+            on_failure=spec[7] if len(spec) > 7 else "raise",
         )
 
 
@@ -217,7 +221,7 @@ def hostile_leaf(draw: st.DrawFn, timeout: float | None) -> Spec:
         return ("stubborn", timeout, draw(st.sampled_from(DURATIONS)))
     if kind == "sync":  # a sync handler: runs in a worker thread
         return ("sync", timeout)
-    return ("request", timeout, draw(st.sampled_from(DURATIONS)), None, None, False)
+    return ("request", timeout, draw(st.sampled_from(DURATIONS)), None, None, None)
 
 
 @st.composite

@@ -150,3 +150,17 @@ class TestNoCostWhenNothingIsLogged:
         ex = FlowExecutor(handlers=HANDLERS, metrics=False)
         await ex.run(flow)
         assert made.count("bind") <= 1  # the debug level, looked at once a second
+
+
+class TestFallbacks:
+    async def test_a_failure_hidden_by_a_fallback_is_still_logged(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """fallback_on=('failure',) keeps the flow going, and step.failed is still logged
+        where the error arose."""
+        caplog.set_level(logging.WARNING, logger="stepwatch")
+        flow = Flow("f", Request("a", "boom", fallback=0, fallback_on=("failure",)))
+        result = await FlowExecutor(handlers=HANDLERS, metrics=False).run(flow)
+        assert result["a"] == 0
+        failed = [r for r in caplog.records if getattr(r, "event", "") == "step.failed"]
+        assert [getattr(r, "step", None) for r in failed] == ["a"]

@@ -6,6 +6,7 @@ import math
 from datetime import timedelta
 
 from stepwatch import (
+    RETRYABLE_STATUSES,
     CancelCause,
     ErrorCode,
     Flow,
@@ -20,6 +21,8 @@ from stepwatch import (
     StepTimeoutError,
     TimeoutOptions,
     Transform,
+    is_retryable,
+    retry_after,
 )
 
 
@@ -72,3 +75,26 @@ async def typed_usage() -> None:
     cause: CancelCause | None = outcome.cause
     elapsed: float = outcome.elapsed
     assert status and elapsed >= 0 and cause is None
+
+
+def degrade_and_retry_usage() -> Flow:
+    def also_500(exc: BaseException) -> bool:
+        return is_retryable(exc) or getattr(exc, "status", None) == 500
+
+    wait: float | None = retry_after(ValueError())
+    statuses: frozenset[int] = RETRYABLE_STATUSES
+    assert wait is None and 503 in statuses
+    return Flow(
+        "page",
+        Parallel(
+            "backends",
+            [
+                Request("a", "a", retry=Retry(retry_on=also_500, respect_retry_after=False)),
+                Request("b", "b", fallback={}, fallback_on=("timeout", "failure")),
+                Request("c", "c", fallback=None, fallback_on="failure"),
+            ],
+            on_timeout="partial",
+            on_failure="partial",
+            fail_fast=None,
+        ),
+    )

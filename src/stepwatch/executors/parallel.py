@@ -3,6 +3,8 @@
 Errors: a single failed child's error is re-raised unchanged (so a ``StepTimeoutError`` of
 a tighter inner deadline reaches the caller as such); several failed children raise one
 :class:`StepFailedError` whose ``__cause__`` is an ``ExceptionGroup`` of all their errors.
+With ``on_failure="partial"`` (and no ``min_successes``) failed children raise nothing:
+the step returns what succeeded and notes the failures (``StepContext.mark_recovered``).
 
 Everything on a child's path is O(1): outcomes go into a list by index; ``partial`` and
 ``pending`` are computed once, at the end. The start loop yields to the event loop every
@@ -137,8 +139,13 @@ class ParallelExecutor:
             raise group.fatal
         if group.quorum_met:
             ctx.close_children(CancelCause.QUORUM_MET)
+            if group.failures:
+                ctx.mark_recovered(children_failed(step, ctx, progress, group.failures))
             return progress.partial()
-        if group.failures:
+        if group.failures and step.on_failure == "partial" and step.min_successes is None:
+            # degrade: whatever succeeded; the failed children keep their own outcomes
+            ctx.mark_recovered(children_failed(step, ctx, progress, group.failures))
+        elif group.failures:
             ctx.close_children(CancelCause.SIBLING_FAILURE)
             if len(group.failures) == 1:  # the child's own error says best what went wrong
                 raise_error(group.failures[0])
@@ -152,12 +159,15 @@ def _partial(
     step: Parallel, ctx: StepContext, progress: ChildProgress, error: BaseException
 ) -> Any:
     """``on_timeout="partial"``: the finished results, cut-off children's fallbacks; but
-    children that failed before the deadline are not forgiven: they still raise."""
+    children that failed before the deadline still raise, unless the step degrades
+    (``on_failure="partial"``)."""
     failures = [
         o
         for o in progress.outcomes
         if o is not None and not o.ok and o.status in (Status.FAILED, Status.TIMED_OUT)
     ]
+    if step.on_failure == "partial":
+        failures.clear()
     if len(failures) == 1:
         raise_error(failures[0])
     if failures:

@@ -26,7 +26,6 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from .._log import enabled, log
-from .._outcome import Status
 from .._text import clip
 
 if TYPE_CHECKING:
@@ -86,7 +85,7 @@ class Logging:
 
     def end(self, record: StepEnded, debug: bool) -> None:
         outcome = record.outcome
-        failed_here = outcome.status is Status.FAILED and record.arose_here
+        failed_here = record.result == "failure" and record.arose_here
         timed_out = record.result == "timeout"
         near = record.near_timeout
         if not (debug or timed_out or failed_here or near or outcome.overrun is not None):
