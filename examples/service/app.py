@@ -317,9 +317,12 @@ def _server_spans(app: Any, tracer_provider: Any) -> Any:
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
     except ImportError:
         return app
-    return OpenTelemetryMiddleware(
-        app, tracer_provider=tracer_provider, exclude_spans=["receive", "send"]
-    )
+    try:  # no internal span per ASGI message (an option of recent versions)
+        return OpenTelemetryMiddleware(
+            app, tracer_provider=tracer_provider, exclude_spans=["receive", "send"]
+        )
+    except TypeError:
+        return OpenTelemetryMiddleware(app, tracer_provider=tracer_provider)
 
 
 class Service:
