@@ -178,13 +178,14 @@ def arose_here(step: Step, error: BaseException | None) -> bool:
 
 
 def budget_ratio(status: Status, timeout: float | None, attempt_elapsed: float) -> float | None:
-    """elapsed / timeout of the last attempt (≤ 1.0 for an expired own deadline)."""
+    """elapsed / timeout of the last attempt (exactly 1.0 for an expired own deadline)."""
     if timeout is None or timeout <= 0 or math.isinf(timeout) or status is Status.CANCELLED:
         return None
-    ratio = attempt_elapsed / timeout
     if status is Status.TIMED_OUT or status is Status.FALLBACK:
-        return min(ratio, 1.0)
-    return ratio
+        # the whole budget, however late it ended; not elapsed / timeout, which float
+        # rounding of (start + timeout) - start can put a hair under 1.0
+        return 1.0
+    return attempt_elapsed / timeout
 
 
 def child_counts(
