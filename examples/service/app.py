@@ -1,12 +1,12 @@
 """stepwatch example service: a checkout page that fans out to backends per request.
 
-Every ``GET /checkout?sku=A-1&slow=0.3`` runs the flow ``checkout`` (whole-flow deadline
-800 ms)::
+An ASGI application, served by uvicorn. Every ``GET /checkout?sku=A-1&slow=0.3`` runs the
+flow ``checkout`` (whole-flow deadline 800 ms) under the caller's time budget::
 
     parse (transform)
     → enrich (parallel, 250 ms group deadline, on_timeout="partial")
         ├─ inventory        async, fast, own timeout 100 ms, fallback
-        ├─ pricing          async, own timeout 100 ms, fallback price
+        ├─ pricing          JSON-RPC call to pricing.quote, own timeout 100 ms, fallback price
         ├─ reviews          async, no own timeout: the group deadline cuts it
         └─ recommendations  sync (blocking, runs in a worker thread)
     → shipping (parallel, min_successes=1: the first of two carrier quotes wins)
@@ -14,11 +14,26 @@ Every ``GET /checkout?sku=A-1&slow=0.3`` runs the flow ``checkout`` (whole-flow 
     → fraud (request, no own timeout: only the flow deadline bounds it)
     → render (transform)
 
+Deadlines across services (``stepwatch.http``):
+
+* ``/checkout`` runs inside ``DeadlineMiddleware``: the caller's budget comes in the
+  ``x-request-timeout-ms`` or ``grpc-timeout`` header (2 s when absent, at most 10 s); the
+  run is cancelled from outside when it expires (cut-off steps have cause ``outside``;
+  HTTP 504). A request whose budget is already spent on arrival is answered 504 at once,
+  the flow never runs.
+* pricing is a JSON-RPC 2.0 service (``POST /rpc``, method ``pricing.quote``, served by
+  ``JsonRpcApp``). In the example this process serves it too (one command, one scrape
+  target), but the flow calls it over HTTP through ``JsonRpcClient`` like any remote
+  service: each call carries the time left minus a 10 ms margin, so the backend stops
+  at the caller's deadline, and a call with no more than the margin left is not sent
+  (the pricing step fails; the fail-fast group cancels its siblings; HTTP 502).
+
 Query parameters choose what goes wrong on this request, each a probability 0..1:
 
 * ``slow`` (default 0.2): each of pricing, reviews and recommendations is slow: pricing
-  hits its own timeout, reviews is cancelled at the group deadline, recommendations is
-  abandoned as a still-running worker thread.
+  hits its own timeout (the backend is stopped by the budget it got), reviews is
+  cancelled at the group deadline, recommendations is abandoned as a still-running
+  worker thread.
 * ``fail``: reviews raises; the fail-fast group cancels its siblings (``sibling_failure``)
   and the request fails (HTTP 502).
 * ``stuck``: recommendations blocks for 12 s, so abandoned threads pile up.
@@ -29,27 +44,26 @@ Query parameters choose what goes wrong on this request, each a probability 0..1
   100 ms timeout): an overrun, named on its span and in
   ``stepwatch_step_overrun_seconds_total``; its fallback is used.
 
-and ``budget`` (seconds) is the caller's deadline: the run is cancelled from outside when
-it expires (cut-off steps have cause ``outside``; HTTP 504).
-
 ``GET /metrics`` serves the registry in the OpenMetrics format (the format that carries
 exemplars); ``GET /runbook`` serves ``docs/runbook.md`` as a page whose sections are the
 anchors the alerts' ``runbook_url`` point to; ``GET /healthz`` answers ``ok``.
 
-Run::
+Run (needs ``pip install 'stepwatch[http]' uvicorn``)::
 
     python examples/service/app.py --port 8000            # http://127.0.0.1:8000/checkout
+    curl -H 'x-request-timeout-ms: 150' 'http://127.0.0.1:8000/checkout?slow=0.5'
     OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 python examples/service/app.py
 
 With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set (and ``stepwatch[otlp]`` installed), spans go to
 that OTLP/HTTP endpoint (Jaeger ≥ 1.35 accepts it); otherwise spans are recorded but not
-exported, which is enough for the ``trace_id`` exemplars on the latency histograms.
+exported, which is enough for the ``trace_id`` exemplars on the latency histograms. With
+``opentelemetry-instrumentation-asgi`` installed, ``/checkout`` and ``/rpc`` also get HTTP
+server spans, which carry the ``stepwatch.deadline.*`` attributes of each request.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import html
 import json
 import logging
@@ -57,19 +71,19 @@ import os
 import random
 import re
 import signal
+import socket
 import sys
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import MutableMapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import anyio
+import httpx
 import structlog
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -84,16 +98,25 @@ from stepwatch import (
     StepwatchError,
     Transform,
 )
+from stepwatch.http import (
+    DeadlineMiddleware,
+    InboundBudget,
+    JsonRpcApp,
+    JsonRpcClient,
+    OutboundBudget,
+)
 
 __all__ = [
+    "CHECKOUT_BUDGET",
     "FLOW_NAME",
     "KNOBS",
+    "PRICING_BUDGET",
+    "PRICING_MARGIN",
     "Service",
     "build_executor",
     "build_flow",
     "main",
     "runbook_html",
-    "serve",
 ]
 
 FLOW_NAME = "checkout"
@@ -104,6 +127,12 @@ TAX_TIMEOUT = 0.2  # own budget of tax
 STUCK_SECONDS = 12.0  # how long a stuck recommendations call blocks its thread
 KNOBS = ("slow", "fail", "stuck", "late", "tight", "block")
 """Query parameters that are probabilities (0..1) of what goes wrong on a request."""
+CHECKOUT_BUDGET = InboundBudget(default=2.0, max_budget=10.0)
+"""How /checkout reads the caller's budget: 2 s without a budget header, at most 10 s."""
+PRICING_BUDGET = InboundBudget(default=1.0, max_budget=2.0)
+"""How the pricing backend (/rpc) reads its callers' budget."""
+PRICING_MARGIN = 0.01
+"""Seconds the checkout keeps back when calling pricing (the network, the reply's way)."""
 RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "runbook.md"
 
 
@@ -125,8 +154,11 @@ async def inventory(params: dict[str, Any]) -> dict[str, Any]:
     return {"sku": params["sku"], "in_stock": random.randint(0, 20)}
 
 
-async def pricing(params: dict[str, Any]) -> dict[str, Any]:
-    """Usually fast; when slow it overruns its own 100 ms timeout (fallback price used)."""
+async def pricing_quote(**params: Any) -> dict[str, Any]:
+    """``pricing.quote``, the JSON-RPC backend: usually fast; when slow it would take
+    longer than the 100 ms the checkout's pricing step allows. The call brings that
+    deadline along (``JsonRpcApp`` runs the method under it), so the backend stops at
+    the caller's deadline instead of working on for nobody."""
     await anyio.sleep(random.uniform(0.15, 0.3) if _slow(params) else random.uniform(0.01, 0.04))
     return {"sku": params["sku"], "price": "19.90 EUR"}
 
@@ -169,15 +201,15 @@ async def fraud(params: dict[str, Any]) -> dict[str, bool]:
     return {"ok": True}
 
 
-HANDLERS = {
+LOCAL_HANDLERS = {
     "inventory": inventory,
-    "pricing": pricing,
     "reviews": reviews,
     "recommendations": recommendations,
     "carrier": carrier,
     "tax": tax,
     "fraud": fraud,
 }
+"""The handlers that run in this process; pricing is called over JSON-RPC."""
 BACKENDS = ("inventory", "pricing", "reviews", "recommendations")
 
 
@@ -221,7 +253,7 @@ def build_flow() -> Flow:
                     ),
                     Request(
                         "pricing",
-                        "pricing",
+                        "pricing.quote",
                         _backend_params,
                         timeout=CHILD_TIMEOUT,
                         fallback={"price": None},
@@ -249,57 +281,141 @@ def build_flow() -> Flow:
 
 
 def build_executor(
-    registry: CollectorRegistry | None = None, tracer_provider: Any = None
+    pricing: JsonRpcClient,
+    registry: CollectorRegistry | None = None,
+    tracer_provider: Any = None,
 ) -> FlowExecutor:
-    """A :class:`FlowExecutor` with the backends, metrics on ``registry``."""
+    """A :class:`FlowExecutor` with the local backends and ``pricing.quote`` called through
+    ``pricing``; metrics on ``registry``."""
     return FlowExecutor(
-        handlers=HANDLERS, registry=registry, tracer_provider=tracer_provider, metrics=True
+        handlers={**LOCAL_HANDLERS, **pricing.handlers("pricing.quote")},
+        registry=registry,
+        tracer_provider=tracer_provider,
+        metrics=True,
     )
 
 
+Scope = MutableMapping[str, Any]
+
+
+async def _send(send: Any, status: int, body: bytes, content_type: str) -> None:
+    headers = [
+        (b"content-type", content_type.encode("latin-1")),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _server_spans(app: Any, tracer_provider: Any) -> Any:
+    """``app`` inside the OpenTelemetry ASGI middleware (an HTTP server span per request,
+    on which stepwatch.http records the budget, ``stepwatch.deadline.*``), when tracing
+    is on and the instrumentation is installed; else ``app`` itself."""
+    if tracer_provider is None:
+        return app
+    try:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    except ImportError:
+        return app
+    try:  # no internal span per ASGI message (an option of recent versions)
+        return OpenTelemetryMiddleware(
+            app, tracer_provider=tracer_provider, exclude_spans=["receive", "send"]
+        )
+    except TypeError:
+        return OpenTelemetryMiddleware(app, tracer_provider=tracer_provider)
+
+
 class Service:
-    """The HTTP server, the event loop thread that runs the flows, and the registry."""
+    """The ASGI application: ``/checkout`` (under :class:`DeadlineMiddleware`), ``/rpc``
+    (the pricing backend, a :class:`JsonRpcApp`), ``/metrics``, ``/runbook``, ``/healthz``.
+
+    ``base_url`` is where this service can reach itself (the pricing client calls
+    ``<base_url>/rpc``); every metric goes to ``registry``.
+    """
 
     def __init__(
         self,
-        portal: BlockingPortal,
-        host: str = "127.0.0.1",
-        port: int = 0,
+        base_url: str,
         registry: CollectorRegistry | None = None,
         tracer_provider: Any = None,
     ) -> None:
         self.registry = REGISTRY if registry is None else registry
-        self.executor = build_executor(self.registry, tracer_provider)
+        # the loopback call must not go through a proxy from the environment
+        self.http = httpx.AsyncClient(trust_env=False)
+        self.pricing = JsonRpcClient(
+            f"{base_url.rstrip('/')}/rpc",
+            self.http,
+            budget=OutboundBudget(margin=PRICING_MARGIN),
+            target="pricing",
+            registry=self.registry,
+        )
+        self.executor = build_executor(self.pricing, self.registry, tracer_provider)
         self.flow = build_flow()
-        self.portal = portal
-        self.httpd = ThreadingHTTPServer((host, port), _handler_class(self))
-        self.httpd.daemon_threads = True
+        checkout = DeadlineMiddleware(self._checkout, CHECKOUT_BUDGET, registry=self.registry)
+        rpc = JsonRpcApp(
+            {"pricing.quote": pricing_quote}, budget=PRICING_BUDGET, registry=self.registry
+        )
+        self.routes = {
+            "/checkout": _server_spans(checkout, tracer_provider),
+            "/rpc": _server_spans(rpc, tracer_provider),
+        }
 
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:8000``."""
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Route one ASGI connection scope."""
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return  # no websockets here
+        path = scope["path"]
+        route = self.routes.get(path)
+        if route is not None:
+            await route(scope, receive, send)
+        elif path == "/metrics":
+            await _send(send, HTTPStatus.OK, self.metrics(), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            await _send(send, HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
+        elif path == "/runbook":
+            page = runbook_html().encode()
+            await _send(send, HTTPStatus.OK, page, "text/html; charset=utf-8")
+        else:
+            await _send(send, HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
 
-    async def _run(self, query: dict[str, Any], budget: float | None) -> Any:
-        if budget is None:
-            return await self.executor.run(self.flow, query)
-        with anyio.fail_after(budget):  # the caller's deadline: cancels the run from outside
-            return await self.executor.run(self.flow, query)
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.http.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
-    def checkout(
-        self, query: dict[str, Any], budget: float | None = None
-    ) -> tuple[int, dict[str, Any]]:
-        """Run the flow once (from any thread) with the request's query parameters and the
-        caller's deadline ``budget`` (s); returns (HTTP status, JSON body)."""
+    async def _checkout(self, scope: Scope, receive: Any, send: Any) -> None:
+        raw = bytes(scope.get("query_string", b"")).decode("latin-1")
+        query = {k: v[-1] for k, v in parse_qs(raw).items()}
+        params: dict[str, Any] = {"sku": query.get("sku", "A-1"), "slow": 0.2}
         try:
-            result = self.portal.call(self._run, query, budget)
+            for knob in KNOBS:
+                if knob in query:
+                    params[knob] = float(query[knob])
+        except ValueError:
+            message = f"{', '.join(KNOBS)} must be numbers\n"
+            await _send(send, HTTPStatus.BAD_REQUEST, message.encode(), "text/plain")
+            return
+        status, body = await self.checkout(params)
+        await _send(send, status, json.dumps(body).encode() + b"\n", "application/json")
+
+    async def checkout(self, query: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Run the flow once with the request's query parameters; returns (HTTP status,
+        JSON body). The caller's deadline (``DeadlineMiddleware``'s) cancels it from
+        outside: that cancellation passes through, and the middleware answers 504."""
+        try:
+            result = await self.executor.run(self.flow, query)
         except StepwatchError as exc:  # a deadline → 504, a failed backend → 502
             timed_out = isinstance(exc, StepTimeoutError | FlowTimeoutError)
             status = HTTPStatus.GATEWAY_TIMEOUT if timed_out else HTTPStatus.BAD_GATEWAY
             return status, {"error": type(exc).__name__, "detail": str(exc)}
-        except TimeoutError:  # from fail_after(): the caller's deadline, not ours
-            return HTTPStatus.GATEWAY_TIMEOUT, {"error": "caller deadline", "budget": budget}
         body: dict[str, Any] = result["render"]
         body["outcomes"] = {name: o.status.value for name, o in result.outcomes.items()}
         return HTTPStatus.OK, body
@@ -308,48 +424,6 @@ class Service:
         """The registry in the OpenMetrics text format (with exemplars)."""
         body: bytes = generate_latest(self.registry)  # type: ignore[no-untyped-call]
         return body
-
-
-def _handler_class(service: Service) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            url = urlsplit(self.path)
-            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            if url.path == "/metrics":
-                self._send(HTTPStatus.OK, service.metrics(), CONTENT_TYPE_LATEST)
-            elif url.path == "/healthz":
-                self._send(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
-            elif url.path == "/runbook":
-                self._send(HTTPStatus.OK, runbook_html().encode(), "text/html; charset=utf-8")
-            elif url.path == "/checkout":
-                params: dict[str, Any] = {"sku": query.get("sku", "A-1"), "slow": 0.2}
-                try:
-                    for knob in KNOBS:
-                        if knob in query:
-                            params[knob] = float(query[knob])
-                    budget = float(query["budget"]) if "budget" in query else None
-                except ValueError:
-                    message = f"{', '.join(KNOBS)} and budget must be numbers\n"
-                    self._send(HTTPStatus.BAD_REQUEST, message.encode(), "text/plain")
-                    return
-                status, body = service.checkout(params, budget)
-                self._send(status, json.dumps(body).encode() + b"\n", "application/json")
-            else:
-                self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
-
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet access log
-            pass
-
-    return Handler
 
 
 def _anchor(heading: str) -> str:
@@ -376,26 +450,6 @@ def runbook_html(path: Path = RUNBOOK) -> str:
         '<body style="max-width:52em;margin:auto;font-family:sans-serif;white-space:pre-wrap">'
         f"{body}</body></html>\n"
     )
-
-
-@contextlib.contextmanager
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    registry: CollectorRegistry | None = None,
-    tracer_provider: Any = None,
-) -> Iterator[Service]:
-    """Start the service (HTTP server thread + event loop thread); stop it on exit."""
-    with start_blocking_portal() as portal:
-        service = Service(portal, host, port, registry, tracer_provider)
-        thread = threading.Thread(target=service.httpd.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield service
-        finally:
-            service.httpd.shutdown()
-            service.httpd.server_close()
-            thread.join()
 
 
 def _tracer_provider() -> Any:
@@ -437,13 +491,27 @@ def main(argv: list[str] | None = None) -> int:
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
     )
     provider = _tracer_provider()
-    signal.signal(signal.SIGTERM, _interrupt)  # docker stop / kill: shut down cleanly
-    with serve(args.host, args.port, tracer_provider=provider) as service:
-        print(f"listening on {service.url}", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
-    if provider is not None:
-        provider.shutdown()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(128)  # connections queue until uvicorn accepts them
+    port = sock.getsockname()[1]
+    own_host = "127.0.0.1" if args.host in ("", "0.0.0.0") else args.host
+    service = Service(f"http://{own_host}:{port}", tracer_provider=provider)
+    config = uvicorn.Config(
+        service, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
+    )
+    # uvicorn re-raises the signal it stopped on: make SIGTERM (docker stop, kill) end like
+    # Ctrl-C, so the last spans are still sent
+    signal.signal(signal.SIGTERM, _interrupt)
+    print(f"listening on http://{args.host}:{port}", flush=True)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])  # until SIGTERM / Ctrl-C
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if provider is not None:
+            provider.shutdown()
     return 0
 
 

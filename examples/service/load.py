@@ -4,10 +4,13 @@
     python examples/service/load.py --url http://127.0.0.1:8000 --requests 300 --slow 0.3
 
 A scenario sets the service's per-request knobs (see ``app.py``): which backends are slow,
-fail, get stuck or run late, and the caller's deadline. ``--scenario list`` prints them
-with the alerts and dashboard panels each one drives. The script stops after
-``--requests`` requests or ``--duration`` seconds, whichever comes first; it never runs
-forever. Stop the load and every alert resolves.
+fail, get stuck or run late, and the caller's deadline, sent as a budget header
+(``x-request-timeout-ms`` or ``grpc-timeout``) like a deadline-propagating client would:
+a budget of 100 ms, a budget already spent on arrival (``0``), or a budget of 5 ms (less
+than the 10 ms the service keeps back when it calls its pricing backend).
+``--scenario list`` prints them with the alerts and dashboard panels each one drives. The
+script stops after ``--requests`` requests or ``--duration`` seconds, whichever comes
+first; it never runs forever. Stop the load and every alert resolves.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import collections
 import itertools
 import json
+import random
 import sys
 import threading
 import time
@@ -28,20 +32,50 @@ from urllib.parse import urlencode
 __all__ = ["SCENARIOS", "Scenario", "main", "run_load"]
 
 
-class Scenario:
-    """Query parameters for the service's knobs, and what they make visible."""
+STARVED_BUDGET_MS = 5
+"""A caller's budget below the service's 10 ms margin for its pricing call."""
 
-    def __init__(self, params: dict[str, float], drives: str, every: int = 0) -> None:
+
+class Scenario:
+    """Query parameters for the service's knobs, the callers' budgets, and what they make
+    visible.
+
+    ``params`` may hold ``budget``: the caller's deadline in seconds, sent by every
+    ``every``-th request (0 = all). ``spent`` is the share of requests sent with a budget
+    that is already spent (``0``), ``starved`` the share sent with 5 ms.
+    """
+
+    def __init__(
+        self,
+        params: dict[str, float],
+        drives: str,
+        every: int = 0,
+        *,
+        spent: float = 0.0,
+        starved: float = 0.0,
+    ) -> None:
         self.params = params
         self.drives = drives
-        self.every = every  # with "budget": only every n-th request carries it (0 = all)
+        self.every = every
+        self.spent = spent
+        self.starved = starved
 
     def query(self, index: int) -> dict[str, float]:
-        """The knobs of request number ``index``."""
-        params = dict(self.params)
-        if "budget" in params and self.every and index % self.every:
-            del params["budget"]
-        return params
+        """The knobs of request number ``index`` (the query string)."""
+        return {k: v for k, v in self.params.items() if k != "budget"}
+
+    def budget(self, index: int, draw: float) -> tuple[str, dict[str, str]]:
+        """The caller's budget for request number ``index``: (kind, headers), kind being
+        ``spent``, ``starved``, ``budget`` or ``none``; ``draw`` is uniform in [0, 1)."""
+        if draw < self.spent:  # both header formats, the way different clients send it
+            header = ("grpc-timeout", "0m") if index % 2 else ("x-request-timeout-ms", "0")
+            return "spent", dict([header])
+        if draw < self.spent + self.starved:
+            return "starved", {"grpc-timeout": f"{STARVED_BUDGET_MS}m"}
+        seconds = self.params.get("budget")
+        if seconds is not None and not (self.every and index % self.every):
+            return "budget", {"x-request-timeout-ms": f"{seconds * 1000:g}"}
+        return "none", {}
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -79,6 +113,21 @@ SCENARIOS: dict[str, Scenario] = {
         "inventory holds the event loop past its deadline (an overrun); panel Overrun past "
         "the deadline by step (event loop held)",
     ),
+    "spent-on-arrival": Scenario(
+        {"slow": 0.02},
+        "StepwatchInboundBudgetSpent (a fifth of the callers send a budget that is already "
+        "spent: 504 at once, the flow never runs); panels Requests rejected: budget spent "
+        "on arrival, Inbound requests by budget source, Inbound budget on arrival p50 / p10",
+        spent=0.2,
+    ),
+    "starved": Scenario(
+        {"slow": 0.02},
+        "StepwatchOutboundNotSent (callers leave 5 ms, less than the 10 ms margin the "
+        "service keeps for its pricing call: the call is not sent, HTTP 502); panels "
+        "Outbound calls not sent for lack of budget, Time left when calling each "
+        "downstream p50 / p10",
+        starved=0.2,
+    ),
     "caller-deadline": Scenario(
         {"slow": 0.3, "budget": 0.1},
         "cancellations with cause outside (the caller's 100 ms deadline) in Parallel "
@@ -93,13 +142,18 @@ SCENARIOS: dict[str, Scenario] = {
         "every alert and every panel at once (quorum_met cancellations come with every "
         "request: the shipping quote takes the first of two carriers)",
         every=10,
+        spent=0.2,
+        starved=0.15,
     ),
 }
 
 
-def _one(url: str, params: dict[str, Any], timeout: float) -> tuple[int, dict[str, Any]]:
+def _one(
+    url: str, params: dict[str, Any], headers: dict[str, str], timeout: float
+) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(f"{url}/checkout?{urlencode(params)}", headers=headers)
     try:
-        with urllib.request.urlopen(f"{url}/checkout?{urlencode(params)}", timeout=timeout) as r:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, {}
@@ -118,6 +172,7 @@ def run_load(
 ) -> dict[str, int]:
     """Send up to ``requests`` checkout requests, ``concurrency`` at a time, for at most
     ``duration`` seconds (or until ``stop`` is set); return counters (HTTP statuses,
+    HTTP statuses by the kind of caller budget sent, e.g. ``spent:http_504``,
     non-succeeded step outcomes).
 
     Without ``scenario`` only ``slow`` is set, as in earlier versions of this script.
@@ -138,9 +193,12 @@ def run_load(
             if stop is not None and stop.is_set():
                 return
             params = {"sku": f"A-{index % 7}", **plan.query(index)}
-            status, body = _one(url, params, timeout)
+            kind, headers = plan.budget(index, random.random())
+            status, body = _one(url, params, headers, timeout)
             with lock:
                 counts[f"http_{status}"] += 1
+                if kind != "none":
+                    counts[f"{kind}:http_{status}"] += 1
                 if body.get("degraded"):
                     counts["degraded"] += 1
                 for name, outcome in body.get("outcomes", {}).items():

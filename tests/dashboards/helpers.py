@@ -41,8 +41,31 @@ CONTRACT: dict[str, str] = {
     "stepwatch_flow_timeouts": "counter",  # exposed as stepwatch_flow_timeouts_total
     "stepwatch_step_overrun_seconds": "counter",  # exposed as ..._total
 }
+# The metric families of stepwatch.http (docs/telemetry.md, "HTTP deadlines"), created on
+# a registry by the first DeadlineMiddleware, JsonRpcApp, DeadlineTransport or JsonRpcClient.
+HTTP_CONTRACT: dict[str, str] = {
+    "stepwatch_inbound_requests": "counter",
+    "stepwatch_inbound_rejected": "counter",
+    "stepwatch_inbound_expired": "counter",
+    "stepwatch_inbound_budget_seconds": "histogram",
+    "stepwatch_outbound_requests": "counter",
+    "stepwatch_outbound_not_sent": "counter",
+    "stepwatch_outbound_budget_seconds": "histogram",
+}
+# Their labels (besides le), as documented.
+HTTP_LABELS: dict[str, set[str]] = {
+    "stepwatch_inbound_requests": {"source"},
+    "stepwatch_inbound_rejected": {"reason"},
+    "stepwatch_inbound_expired": {"phase"},
+    "stepwatch_inbound_budget_seconds": set(),
+    "stepwatch_outbound_requests": {"target"},
+    "stepwatch_outbound_not_sent": {"target"},
+    "stepwatch_outbound_budget_seconds": {"target"},
+}
 # Label names the expressions may group or match by: the library's plus Prometheus' own.
-LABELS = {"flow", "step", "step_type", "outcome", "cause", "le", "job", "instance"}
+LABELS = {"flow", "step", "step_type", "outcome", "cause", "le", "job", "instance"} | set().union(
+    *HTTP_LABELS.values()
+)
 
 # Grafana macros → values that make the expression plain PromQL (REAL-STACK.md).
 MACROS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}

@@ -133,6 +133,54 @@ FLOW_FAST = "stepwatch:flow_timeout_ratio:rate5m > (14.4 * 0.01)\n          and\
             "max by (job, flow, step_type) (stepwatch_abandoned_workers)",
             id="abandoned-not-summed",
         ),
+        pytest.param(
+            'rate(stepwatch_inbound_rejected_total{reason="spent"}[5m]))\n          /\n'
+            "          sum by (job) (rate(stepwatch_inbound_requests_total[5m]))\n"
+            "          > 0.05",
+            'rate(stepwatch_inbound_rejected_total{reason="spent"}[5m]))\n          /\n'
+            "          sum by (job) (rate(stepwatch_inbound_requests_total[5m]))\n"
+            "          > 0.02",
+            id="inbound-spent-threshold",
+        ),
+        pytest.param(
+            "sum by (job) (rate(stepwatch_inbound_requests_total[5m])) > 0.2",
+            "sum by (job) (rate(stepwatch_inbound_requests_total[5m])) > 0",
+            id="inbound-spent-no-traffic-guard",
+        ),
+        pytest.param(
+            'stepwatch_inbound_rejected_total{reason="spent"}',
+            "stepwatch_inbound_rejected_total",
+            id="inbound-spent-counts-invalid-headers",
+        ),
+        pytest.param(
+            "sum by (job) (rate(stepwatch_inbound_requests_total[5m])) > 0.2\n        for: 10m",
+            "sum by (job) (rate(stepwatch_inbound_requests_total[5m])) > 0.2\n        for: 5m",
+            id="inbound-spent-for",
+        ),
+        pytest.param(
+            "sum by (job, target) (rate(stepwatch_outbound_requests_total[5m]))\n"
+            "          > 0.05",
+            "sum by (job, target) (rate(stepwatch_outbound_requests_total[5m]))\n"
+            "          > 0.5",
+            id="outbound-not-sent-threshold",
+        ),
+        pytest.param(
+            "sum by (job, target) (rate(stepwatch_outbound_requests_total[5m])) > 0.2",
+            "sum by (job, target) (rate(stepwatch_outbound_requests_total[5m])) > 0",
+            id="outbound-not-sent-no-traffic-guard",
+        ),
+        pytest.param(
+            "sum by (job, target) (rate(stepwatch_outbound_not_sent_total[5m]))\n"
+            "          /\n          sum by (job, target)",
+            "sum by (target) (rate(stepwatch_outbound_not_sent_total[5m]))\n"
+            "          /\n          sum by (target)",
+            id="outbound-not-sent-across-jobs",
+        ),
+        pytest.param(
+            "&var-target={{ $labels.target | urlquery }}",
+            "&var-target={{ $labels.target }}",
+            id="outbound-link-target-not-urlquery",
+        ),
         pytest.param("&var-step={{ $labels.step | urlquery }}", "", id="dashboard-link-no-step"),
         pytest.param("{{ $labels.step | urlquery }}", "{{ $labels.step }}", id="no-urlquery"),
     ],
@@ -193,7 +241,7 @@ def test_alert_is_documented(alert: dict[str, Any]) -> None:
     query = dict(parse_qsl(link.query))
     assert set(query) <= {f"var-{name}" for name in DASHBOARD_VARIABLES}
     text = annotations["summary"] + annotations["description"]
-    named = set(re.findall(r"\$labels\.(job|flow|step)\b", text))
+    named = set(re.findall(r"\$labels\.(job|flow|step|target)\b", text))
     assert set(query) == {f"var-{label}" for label in named}, "selects what the alert names"
     for name, value in query.items():
         assert value == f"{{{{ $labels.{name[4:]} | urlquery }}}}"

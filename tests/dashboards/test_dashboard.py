@@ -97,10 +97,11 @@ def test_fixed_uid_and_current_schema_version() -> None:
 
 
 def test_variables() -> None:
-    """A Prometheus data source variable, and job, flow and step variables (each narrowed
-    by the ones before it), multi-select with "All" matching every value."""
+    """A Prometheus data source variable, and job, flow, step and target variables (each
+    narrowed by the ones before it that apply), multi-select with "All" matching every
+    value."""
     variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
-    assert list(variables) == ["datasource", "job", "flow", "step"]
+    assert list(variables) == ["datasource", "job", "flow", "step", "target"]
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     queries = {
@@ -109,6 +110,7 @@ def test_variables() -> None:
         "step": (
             'label_values(stepwatch_step_duration_seconds_count{job=~"$job", flow=~"$flow"}, step)'
         ),
+        "target": 'label_values(stepwatch_outbound_requests_total{job=~"$job"}, target)',
     }
     for name, query in queries.items():
         var = variables[name]
@@ -131,10 +133,27 @@ FLOW_ONLY = {
 }
 
 
+
+
+def variable_filters(metric: str) -> list[str]:
+    """The variable matchers every selector of ``metric`` must carry, in order: the
+    stepwatch.http metrics have no flow or step (inbound: job; outbound: job and target),
+    flow-level metrics follow job and flow, step metrics job, flow and step."""
+    if metric.startswith("stepwatch_inbound_"):
+        return ['job=~"$job"']
+    if metric.startswith("stepwatch_outbound_"):
+        return ['job=~"$job"', 'target=~"$target"']
+    expected = ['job=~"$job"', 'flow=~"$flow"']
+    if metric not in FLOW_ONLY:
+        expected.append('step=~"$step"')
+    return expected
+
+
 @pytest.mark.parametrize("panel", PANELS, ids=PANEL_IDS)
 def test_panel_has_description_unit_and_uses_variables(panel: dict[str, Any]) -> None:
-    """Every panel has a description, a unit, the datasource variable, job and flow filters
-    on every selector (and the step filter where the metric is per step), and
+    """Every panel has a description, a unit, the datasource variable, the variable filters
+    that apply to its metrics on every selector (job and flow, step where the metric is
+    per step, target for outbound calls), other matchers only on fixed values, and
     ``$__rate_interval`` in every rate window."""
     assert panel["description"].strip()
     assert panel["fieldConfig"]["defaults"]["unit"]
@@ -145,10 +164,10 @@ def test_panel_has_description_unit_and_uses_variables(panel: dict[str, Any]) ->
         selectors = re.findall(r"(\w+)\{([^}]*)\}", expr)
         assert selectors, expr
         for metric, matchers in selectors:
-            expected = ['job=~"$job"', 'flow=~"$flow"']
-            if metric not in FLOW_ONLY:
-                expected.append('step=~"$step"')
-            assert [m.strip() for m in matchers.split(",")] == expected, expr
+            found = [m.strip() for m in matchers.split(",")]
+            assert [m for m in found if "$" in m] == variable_filters(metric), expr
+            for fixed in (m for m in found if "$" not in m):
+                assert re.fullmatch(r'\w+="[^"]+"', fixed), f"{fixed} in {expr!r}"
         for window in re.findall(r"\[([^\]]+)\]", expr):
             assert window == "$__rate_interval", f"fixed window [{window}] in {expr!r}"
 
@@ -196,6 +215,7 @@ def test_expected_panels() -> None:
         "Parallel children cancelled by cause",
         "Abandoned worker threads",
         "Overrun past the deadline by step (event loop held)",
+        *HTTP_ROW,
     }
     latency = by_title["Step latency p50 / p95 / p99"]
     quantiles = [re.search(r"histogram_quantile\(([\d.]+)", t["expr"]) for t in latency["targets"]]
@@ -213,6 +233,79 @@ def test_expected_panels() -> None:
         "by (flow, step, cause)"
         in by_title["Parallel children cancelled by cause"]["targets"][0]["expr"]
     )
+
+
+# The stepwatch.http row, in reading order: title → (unit, metrics its queries select).
+HTTP_ROW = {
+    "Requests rejected: budget spent on arrival": (
+        "percentunit",
+        {"stepwatch_inbound_rejected_total", "stepwatch_inbound_requests_total"},
+    ),
+    "Inbound requests by budget source": ("reqps", {"stepwatch_inbound_requests_total"}),
+    "Inbound budget on arrival p50 / p10": ("s", {"stepwatch_inbound_budget_seconds_bucket"}),
+    "Inbound deadline expired while handling": ("reqps", {"stepwatch_inbound_expired_total"}),
+    "Outbound calls not sent for lack of budget": (
+        "percentunit",
+        {"stepwatch_outbound_not_sent_total", "stepwatch_outbound_requests_total"},
+    ),
+    "Time left when calling each downstream p50 / p10": (
+        "s",
+        {"stepwatch_outbound_budget_seconds_bucket"},
+    ),
+}
+
+
+def _alert_threshold(name: str) -> float:
+    """The ratio threshold of a stepwatch.http alert (``<ratio> > X and <traffic> > Y``)."""
+    (rule,) = [r for g in load_rules()["groups"] for r in g["rules"] if r.get("alert") == name]
+    found = re.search(r"\)\s*>\s*([\d.]+)\s+and\b", rule["expr"])
+    assert found, rule["expr"]
+    return float(found.group(1))
+
+
+def test_http_row_shows_deadlines_across_services() -> None:
+    """The last row holds the stepwatch.http panels in reading order, with their units and
+    metrics; the two ratio panels draw the alert thresholds and divide the right counters;
+    the quantile panels show p50 and p10 per job (and target)."""
+    rows = [p for p in DASHBOARD["panels"] if p["type"] == "row"]
+    last = max(rows, key=lambda p: p["gridPos"]["y"])
+    assert "across services" in last["title"]
+    below = sorted(
+        (p for p in DASHBOARD["panels"] if p["gridPos"]["y"] > last["gridPos"]["y"]),
+        key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]),
+    )
+    assert [p["title"] for p in below] == list(HTTP_ROW)
+    for panel in below:
+        unit, metrics = HTTP_ROW[panel["title"]]
+        assert panel["fieldConfig"]["defaults"]["unit"] == unit, panel["title"]
+        used = set().union(*(set(re.findall(r"(\w+)\{", t["expr"])) for t in panel["targets"]))
+        assert used == metrics, panel["title"]
+    by_title = {p["title"]: p for p in below}
+    for title, alert in (
+        ("Requests rejected: budget spent on arrival", "StepwatchInboundBudgetSpent"),
+        ("Outbound calls not sent for lack of budget", "StepwatchOutboundNotSent"),
+    ):
+        panel = by_title[title]
+        numerator, denominator = panel["targets"][0]["expr"].split("\n/\n")
+        assert ("rejected" in numerator) or ("not_sent" in numerator), numerator
+        assert "requests_total" in denominator and "requests_total" not in numerator
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert [s["value"] for s in steps[1:]] == [_alert_threshold(alert)], title
+        assert panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"
+        assert alert in panel["description"]
+    assert 'reason="spent"' in by_title["Requests rejected: budget spent on arrival"][
+        "targets"
+    ][0]["expr"]
+    for title, by in (
+        ("Inbound budget on arrival p50 / p10", "by (le, job)"),
+        ("Time left when calling each downstream p50 / p10", "by (le, job, target)"),
+    ):
+        exprs = [t["expr"] for t in by_title[title]["targets"]]
+        assert [re.findall(r"histogram_quantile\(([\d.]+),", e) for e in exprs] == [
+            ["0.5"],
+            ["0.1"],
+        ]
+        assert all(by in e for e in exprs), exprs
 
 
 def test_descriptions_name_only_real_panels_and_alerts() -> None:

@@ -2,10 +2,17 @@
 Prometheus (exemplar storage on) evaluating the shipped rules → a real Alertmanager → a
 webhook receiver in this test, and the service's spans → an OTLP receiver in this test.
 
+The example service is an ASGI application on uvicorn: its checkout endpoint runs under
+``DeadlineMiddleware`` and calls its pricing backend (a ``JsonRpcApp`` in the same process)
+through ``JsonRpcClient``, so the load's callers' budgets (some spent on arrival, some too
+small to call pricing) produce the ``stepwatch.http`` metrics the last dashboard row and
+two alerts use.
+
 It checks that every alert fires with its documented labels and rendered annotations (the
 runbook link opens the alert's section, the dashboard link selects the alert's job, flow
-and step) and resolves once the load stops; that every dashboard query and variable
-returns data; and that exemplars name spans that were really exported.
+and step, or target) and resolves once the load stops; that every dashboard query and
+variable returns data; that exemplars name spans that were really exported; and that the
+spans the runbook sends the on-call to (``stepwatch.deadline.*`` attributes) were exported.
 
 The rules are the shipped ones with shorter windows and ``for:`` durations, made by the
 documented, tested ``render_rules.py --shorten`` (5m→20s, 30m→40s, 1h→1m, 6h→90s, for
@@ -75,7 +82,11 @@ EXPECTED = {
     "StepwatchTimeoutBudgetBurnSlow": {"flow": "checkout", "step": "pricing"},
     "StepwatchStepNearBudget": {"flow": "checkout", "step": "tax"},
     "StepwatchAbandonedWorkersPilingUp": {"flow": "checkout", "step_type": "request"},
+    "StepwatchInboundBudgetSpent": {},
+    "StepwatchOutboundNotSent": {"target": "pricing"},
 }
+# Alert labels that are dashboard variables, in the order the dashboard links set them.
+LINKED = ("job", "flow", "step", "target")
 
 
 # -- small helpers ---------------------------------------------------------------------------
@@ -225,6 +236,25 @@ def receiver(handle: Callable[[bytes, dict[str, str]], bytes]) -> Iterator[str]:
         thread.join()
 
 
+@dataclass(frozen=True)
+class Span:
+    """An exported span: ids, name, parent and attributes."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    parent_id: str
+    attributes: dict[str, Any]
+
+
+def _value(any_value: Any) -> Any:
+    """The Python value of an OTLP ``AnyValue`` (scalars only; arrays as lists)."""
+    kind = any_value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(v) for v in any_value.array_value.values]
+    return getattr(any_value, kind) if kind else None
+
+
 @dataclass
 class Stack:
     service: str
@@ -284,7 +314,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for resource_spans in request.resource_spans:
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
-                    spans.add((span.trace_id.hex(), span.span_id.hex(), span.name))
+                    attributes = {a.key: _value(a.value) for a in span.attributes}
+                    spans.add(
+                        Span(
+                            span.trace_id.hex(),
+                            span.span_id.hex(),
+                            span.name,
+                            span.parent_span_id.hex(),
+                            attributes,
+                        )
+                    )
         return ExportTraceServiceResponse().SerializeToString()
 
     procs: list[subprocess.Popen[bytes]] = []
@@ -310,7 +349,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         am_config = {
             "route": {
                 "receiver": "hook",
-                "group_by": ["alertname", "job", "flow", "step", "step_type"],
+                "group_by": ["alertname", "job", "flow", "step", "step_type", "target"],
                 "group_wait": "1s",
                 "group_interval": "2s",
                 "repeat_interval": "1h",
@@ -439,12 +478,19 @@ def test_every_shipped_alert_is_expected() -> None:
 
 def test_load_drove_every_scenario(loaded: Stack) -> None:
     """The load produced what the alerts and panels need: own timeouts, group-deadline,
-    sibling-failure, quorum and caller cancellations, failures and flow deadline misses."""
+    sibling-failure, quorum and caller cancellations, failures and flow deadline misses;
+    requests whose budget was spent on arrival answered 504, and requests whose budget was
+    too small to call pricing answered 502 (or 504 when the budget ran out first)."""
     counts = loaded.counts
     assert counts.get("http_200", 0) > 100, counts
     assert counts.get("http_504", 0) > 0 and counts.get("http_502", 0) > 0, counts
     assert counts.get("pricing:fallback", 0) > 0, counts
     assert counts.get("reviews:cancelled", 0) > 0, counts
+    spent = {k: v for k, v in counts.items() if k.startswith("spent:")}
+    assert spent and set(spent) == {"spent:http_504"}, counts
+    starved = {k: v for k, v in counts.items() if k.startswith("starved:")}
+    assert counts.get("starved:http_502", 0) > 0, counts
+    assert set(starved) <= {"starved:http_502", "starved:http_504"}, counts
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -473,13 +519,12 @@ def test_alert_fires_with_documented_labels_and_annotations(loaded: Stack, name:
     for key, text in annotations.items():
         assert "{{" not in text and "$labels" not in text and "@" not in text, (key, text)
         assert "<no value>" not in text, (key, text)
-    assert f"flow {expected['flow']}" in annotations["description"]
-    assert f"job {JOB}" in annotations["description"]
+    for label in ("job", "flow", "step", "target"):
+        if label in expected:
+            assert f"{label} {expected[label]}" in annotations["description"], label
     assert re.search(r"\d", annotations["description"]), "the value is quoted"
     assert annotations["runbook_url"] == f"{loaded.service}/runbook#{name.lower()}"
-    query = {"var-job": JOB, "var-flow": expected["flow"]}
-    if "step" in expected:
-        query["var-step"] = expected["step"]
+    query = {f"var-{label}": expected[label] for label in LINKED if label in expected}
     assert annotations["dashboard_url"] == (
         f"{GRAFANA}/d/stepwatch-overview/stepwatch?{urllib.parse.urlencode(query)}"
     )
@@ -537,7 +582,7 @@ def variable_values(prometheus: str, query: str, stack: Stack) -> list[str]:
     label values API with the selector as ``match[]``), the other variables at "All"."""
     match = re.fullmatch(r"\s*label_values\((.+),\s*(\w+)\)\s*", query)
     assert match, query
-    selector = grafana_substitute(match.group(1), {"job": ".*", "flow": ".*", "step": ".*"}, 1)
+    selector = grafana_substitute(match.group(1), ALL, 1)
     now = time.time()
     values: list[str] = api(
         prometheus,
@@ -547,6 +592,8 @@ def variable_values(prometheus: str, query: str, stack: Stack) -> list[str]:
     return values
 
 
+ALL = {"job": ".*", "flow": ".*", "step": ".*", "target": ".*"}
+"""Every template variable at "All"."""
 VARIABLES = [
     (v["name"], v["query"]) for v in load_dashboard()["templating"]["list"] if v["type"] == "query"
 ]
@@ -554,9 +601,14 @@ VARIABLES = [
 
 @pytest.mark.parametrize(("name", "query"), VARIABLES, ids=[n for n, _ in VARIABLES])
 def test_variable_query_offers_values(loaded: Stack, name: str, query: str) -> None:
-    """Each templating query finds the scraped job, flows and steps."""
+    """Each templating query finds the scraped job, flows, steps and outbound targets."""
     values = variable_values(loaded.prometheus, query, loaded)
-    expected = {"job": {JOB}, "flow": {"checkout"}, "step": {"pricing", "tax", "enrich"}}
+    expected = {
+        "job": {JOB},
+        "flow": {"checkout"},
+        "step": {"pricing", "tax", "enrich"},
+        "target": {"pricing"},
+    }
     assert expected[name] <= set(values), values
 
 
@@ -570,7 +622,7 @@ def test_dashboard_query_returns_data(loaded: Stack, where: str, expr: str) -> N
     """Each panel query, with the variables at "All" and ``$__rate_interval`` as Grafana
     computes it, returns at least one series with a finite value over the load."""
     step = 2.0
-    promql = grafana_substitute(expr, {"job": ".*", "flow": ".*", "step": ".*"}, step)
+    promql = grafana_substitute(expr, ALL, step)
     now = time.time()
     data = api(
         loaded.prometheus,
@@ -598,6 +650,13 @@ def test_series_have_the_contract_labels(loaded: Stack) -> None:
         "stepwatch_flow_duration_seconds_count": {"flow", "outcome"},
         "stepwatch_flow_timeouts_total": {"flow"},
         "stepwatch_step_overrun_seconds_total": {"flow", "step", "step_type"},
+        "stepwatch_inbound_requests_total": {"source"},
+        "stepwatch_inbound_rejected_total": {"reason"},
+        "stepwatch_inbound_expired_total": {"phase"},
+        "stepwatch_inbound_budget_seconds_count": set(),
+        "stepwatch_outbound_requests_total": {"target"},
+        "stepwatch_outbound_not_sent_total": {"target"},
+        "stepwatch_outbound_budget_seconds_count": {"target"},
     }
     for name, labels in expected.items():
         result = api(loaded.prometheus, "query", query=f'{name}{{job="{JOB}"}}')["result"]
@@ -622,6 +681,11 @@ def test_series_have_the_contract_labels(loaded: Stack) -> None:
         loaded.prometheus, "query", query=f'stepwatch_flow_timeouts_total{{job="{JOB}"}}'
     )["result"]
     assert float(timeouts[0]["value"][1]) > 0
+    # the /checkout callers sent budgets or none (the server's default applied); the pricing
+    # calls always carry one
+    assert {"header", "default"} <= values("stepwatch_inbound_requests_total", "source")
+    assert values("stepwatch_inbound_rejected_total", "reason") == {"spent", "invalid"}
+    assert values("stepwatch_outbound_requests_total", "target") == {"pricing"}
 
 
 def test_rules_load_with_health_ok(loaded: Stack) -> None:
@@ -660,7 +724,7 @@ def test_exemplars_name_exported_spans(loaded: Stack) -> None:
     }
 
     def exported() -> dict[tuple[str, str], str] | None:
-        spans = {(t, s): name for t, s, name in loaded.spans.snapshot()}
+        spans = {(s.trace_id, s.span_id): s.name for s in loaded.spans.snapshot()}
         wanted = {(e["trace_id"], e["span_id"]) for _, e in exemplars}
         return spans if wanted <= set(spans) else None
 
@@ -672,6 +736,59 @@ def test_exemplars_name_exported_spans(loaded: Stack) -> None:
         else:
             assert name == f"{series['step_type']} {series['step']}"
     print(f"\n{len(exemplars)} exemplars, all resolved to exported spans")
+
+
+# -- the spans the runbook sends the on-call to were exported -------------------------------
+
+
+def test_deadline_spans_the_runbook_names_were_exported(loaded: Stack) -> None:
+    """The traces the runbook's stepwatch.http sections point to exist: server spans of
+    requests rejected on arrival (``stepwatch.deadline.rejected=spent``, budget 0, from a
+    header), pricing step spans of calls not sent (``stepwatch.deadline.not_sent``, with
+    the time that was left and ``error.type``), and pricing calls that were sent, whose
+    server span on the backend continues the calling step's trace with the budget it got."""
+
+    def deadline_spans() -> list[Span] | None:
+        spans = loaded.spans.snapshot()
+        rejected = [s for s in spans if s.attributes.get("stepwatch.deadline.rejected")]
+        not_sent = [s for s in spans if s.attributes.get("stepwatch.deadline.not_sent")]
+        return spans if rejected and not_sent else None
+
+    spans = wait_for("stepwatch.deadline spans to be exported", deadline_spans, timeout=15)
+    by_id = {(s.trace_id, s.span_id): s for s in spans}
+    rejected = [s for s in spans if "stepwatch.deadline.rejected" in s.attributes]
+    assert {s.attributes["stepwatch.deadline.rejected"] for s in rejected} == {"spent"}
+    assert any(s.name.startswith("GET /checkout") for s in rejected), rejected[:3]
+    for span in rejected:
+        assert span.attributes["stepwatch.deadline.inbound_budget"] == 0.0, span
+        assert span.attributes["stepwatch.deadline.source"] == "header", span
+    not_sent = [s for s in spans if s.attributes.get("stepwatch.deadline.not_sent")]
+    margin = 0.01  # PRICING_MARGIN of the example service
+    for span in not_sent:
+        assert span.name == "request pricing", span
+        # below zero when the event loop was held past the deadline (the "block" knob)
+        assert span.attributes["stepwatch.deadline.time_left"] <= margin, span
+    errors = {s.attributes.get("error.type") for s in not_sent}
+    assert "stepwatch.http.BudgetExhaustedError" in errors, errors
+    sent = [
+        s
+        for s in spans
+        if s.name == "request pricing" and "stepwatch.deadline.budget_sent" in s.attributes
+    ]
+    assert sent
+    backend = [s for s in spans if s.name.startswith("POST /rpc")]
+    continued = [
+        (by_id[(s.trace_id, s.parent_id)], s)
+        for s in backend
+        if (s.trace_id, s.parent_id) in by_id
+    ]
+    assert continued, "no pricing call's server span continues the caller's trace"
+    for caller, server in continued:
+        assert caller.name == "request pricing", caller
+        got = server.attributes["stepwatch.deadline.inbound_budget"]
+        assert server.attributes["stepwatch.deadline.source"] == "header", server
+        assert 0 < got <= caller.attributes["stepwatch.deadline.budget_sent"], (caller, server)
+    print(f"\n{len(rejected)} rejected, {len(not_sent)} not sent, {len(continued)} calls traced")
 
 
 # -- and every alert resolves once the load has stopped --------------------------------------

@@ -1,21 +1,28 @@
 """Every PromQL expression in the dashboard and the alert rules uses only metrics the
-library exports, only its labels, and parses (``promtool check rules``)."""
+library exports (stepwatch.http's included), only its labels and label values, and parses
+(``promtool check rules``)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import anyio
+import httpx
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
 from stepwatch import Flow, FlowExecutor, Parallel, Request
+from stepwatch.http import HTTP_METRIC_NAMES, DeadlineMiddleware, DeadlineTransport
 
 from .helpers import (
     CONTRACT,
+    HTTP_CONTRACT,
+    HTTP_LABELS,
     LABELS,
     binary,
     dashboard_exprs,
@@ -64,11 +71,53 @@ def library_families() -> dict[str, str]:
 
 
 @cache
+def http_families() -> dict[str, tuple[str, frozenset[str], frozenset[tuple[str, str]]]]:
+    """{family: (type, label names, (label, value) pairs)} of the stepwatch.http metrics
+    the real library registers on a fresh registry, after one request through
+    ``DeadlineMiddleware`` and one call through ``DeadlineTransport`` (in memory)."""
+    registry = CollectorRegistry()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    async def traffic() -> None:
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/",
+            "query_string": b"",
+            "headers": [(b"x-request-timeout-ms", b"1000")],
+        }
+        await DeadlineMiddleware(app, registry=registry)(scope, receive, send)
+        mock = httpx.MockTransport(lambda request: httpx.Response(200))
+        transport = DeadlineTransport(mock, target="pricing", registry=registry)
+        async with httpx.AsyncClient(transport=transport) as client:
+            with anyio.fail_after(5):
+                await client.get("http://pricing.test/")
+
+    anyio.run(traffic)
+    found = {}
+    for family in registry.collect():
+        pairs = {(k, v) for sample in family.samples for k, v in sample.labels.items()}
+        pairs = {(k, v) for k, v in pairs if k != "le"}
+        found[family.name] = (family.type, frozenset(k for k, _ in pairs), frozenset(pairs))
+    return found
+
+
+@cache
 def exported_names() -> frozenset[str]:
     """Series names the library exports: asked from the real library, or — only while
     its metrics are a stub — taken from the docs/telemetry.md contract (marked)."""
     families = library_families() or CONTRACT  # FALLBACK: contract list (stub decorator)
-    return frozenset(sample_names(families))
+    http = {name: kind for name, (kind, _, _) in http_families().items()}
+    return frozenset(sample_names(families) | sample_names(http))
 
 
 @pytest.mark.parametrize(
@@ -106,6 +155,25 @@ def test_library_exports_the_contract() -> None:
     assert families == CONTRACT
 
 
+def test_http_library_exports_the_contract() -> None:
+    """stepwatch.http registers exactly the seven documented families, with the documented
+    types and labels, under the names it publishes as ``HTTP_METRIC_NAMES``."""
+    families = http_families()
+    assert {name: kind for name, (kind, _, _) in families.items()} == HTTP_CONTRACT
+    assert {name: set(labels) for name, (_, labels, _) in families.items()} == HTTP_LABELS
+    assert {name.removesuffix("_total") for name in HTTP_METRIC_NAMES} == set(HTTP_CONTRACT)
+
+
+@pytest.mark.parametrize(("where", "expr"), ALL_EXPRS, ids=[w for w, _ in ALL_EXPRS])
+def test_fixed_label_matchers_use_values_the_library_emits(where: str, expr: str) -> None:
+    """A matcher on a fixed value (``reason="spent"``) names a label value the real
+    stepwatch.http metrics carry (the ``reason`` and ``phase`` series exist from the
+    start), so the expression cannot silently match nothing."""
+    emitted = set().union(*(pairs for _, _, pairs in http_families().values()))
+    for label, value in re.findall(r'\b(\w+)="([^"$]*)"', expr):
+        assert (label, value) in emitted, f"{where}: {label}={value!r} is never emitted"
+
+
 @pytest.mark.parametrize(("where", "expr"), ALL_EXPRS, ids=[w for w, _ in ALL_EXPRS])
 def test_expression_uses_exported_metrics(where: str, expr: str) -> None:
     """Every metric an expression selects is exported by the library (or recorded by our
@@ -123,9 +191,10 @@ def test_expression_groups_by_known_labels(where: str, expr: str) -> None:
 
 
 def test_dashboard_shows_every_metric() -> None:
-    """Each of the six metric families appears in at least one dashboard query."""
+    """Each metric family, the core's and stepwatch.http's, appears in at least one
+    dashboard query."""
     used = set().union(*(metric_names(expr) for _, expr in dashboard_exprs()))
-    for family, kind in CONTRACT.items():
+    for family, kind in {**CONTRACT, **HTTP_CONTRACT}.items():
         assert used & sample_names({family: kind}), f"{family} is on no dashboard panel"
 
 
