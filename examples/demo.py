@@ -57,9 +57,12 @@ def build_flow(on_timeout: str) -> Flow:
             Parallel(
                 "enrich",
                 [
-                    Request(name, name, lambda ctx: ctx.results["query"], **(
-                        {"fallback": fallback[name]} if name in fallback else {}
-                    ))
+                    Request(
+                        name,
+                        name,
+                        lambda ctx: ctx.results["query"],
+                        **({"fallback": fallback[name]} if name in fallback else {}),
+                    )
                     for name in BACKENDS
                 ],
                 timeout=0.2,
@@ -108,9 +111,7 @@ def metrics_summary(registry: CollectorRegistry) -> str:
 
 async def main() -> int:
     registry = CollectorRegistry()
-    executor = FlowExecutor(
-        handlers={name: backend(name) for name in BACKENDS}, registry=registry
-    )
+    executor = FlowExecutor(handlers={name: backend(name) for name in BACKENDS}, registry=registry)
     children = list(BACKENDS)
 
     print("1) on_timeout='raise': the group deadline (200 ms) expires")

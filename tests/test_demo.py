@@ -22,8 +22,13 @@ def test_demo_prints_partial_results_and_pending_children() -> None:
     assert "StepTimeoutError after" in out
     assert "pending children: ['recommendations']" in out
     assert "still pending: recommendations" in out
-    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("    ")
-             and line.split() and line.split()[0] in ("inventory", "recommendations")}
+    lines = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line.startswith("    ")
+        and line.split()
+        and line.split()[0] in ("inventory", "recommendations")
+    }
     assert lines["inventory"][1] == "succeeded"
     assert lines["recommendations"][1:3] in (["cancelled", "deadline"], ["fallback", "deadline"])
     assert "'recommendations': []" in out
