@@ -29,7 +29,7 @@ from typing import Any
 
 import anyio
 
-from . import _fanout, _lateness, _throughput
+from . import _fanout, _lateness, _throughput, callgrind
 from ._logs import quiet_structlog
 from ._stats import Series, ratio
 
@@ -156,6 +156,10 @@ NOTES: dict[str, str] = {
         "definition). The p50 ratios are steadier than the p99 ones; both move with the "
         "load from run to run."
     ),
+    **{
+        f"cg_{key}": "the same instruction counts as in the wall-clock note above."
+        for key in ("off", "own", "defaults", "sdk")
+    },
     "off": "see the issue-10 note on telemetry off above.",
     "off_own": "see the issue-10 note on per-child deadlines above.",
     "full": (
@@ -611,6 +615,27 @@ def _load() -> str:
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
+def _callgrind_section(report: Report, targets: list[Target], quick: bool) -> None:
+    if callgrind.valgrind() is None:
+        report.add("## Instruction counts (callgrind)", "", "valgrind not found: skipped.", "")
+        return
+    lines, per_child = callgrind.report_section(quick=quick)
+    report.add(*lines)
+    r = callgrind.ratios(per_child)
+    for pair in callgrind.PAIRS:
+        targets.append(
+            Target(
+                f"cg_{pair.key}",
+                f"callgrind: {pair.what} (N={callgrind.N}, instructions)",
+                pair.target,
+                r[pair.key],
+                "x",
+                f"{per_child[pair.stepwatch]:,.0f} vs {per_child[pair.baseline]:,.0f} Ir/child",
+                issue10=True,
+            )
+        )
+
+
 async def main_async(plan: Plan, args: argparse.Namespace) -> None:
     started = time.perf_counter()
     quick: bool = args.quick
@@ -627,10 +652,11 @@ async def main_async(plan: Plan, args: argparse.Namespace) -> None:
         "- Event loop: asyncio (anyio's asyncio backend) for every variant, so the asyncio "
         "baselines run in the same loop.",
         f"- Load average (1, 5, 15 min) at the start: {_load()}. The machine is shared: "
-        "the wall-clock ratios move with the load.",
+        "the wall-clock ratios move with the load, the instruction counts do not.",
         "",
         "Ratios compare medians measured in this one process run; absolute figures vary by "
-        "machine, the ratios much less. Nothing here is asserted in tests.",
+        "machine, the ratios much less. Nothing here is asserted in tests (the instruction "
+        "counts are, by `tests/benchmarks/test_callgrind.py`: counts, not time).",
         "",
     )
     targets: list[Target] = []
@@ -643,6 +669,8 @@ async def main_async(plan: Plan, args: argparse.Namespace) -> None:
     await _lateness_section(plan, report, targets)
     await _throughput_section(plan, report)
     await _complete_100k(report, targets)
+    if not args.no_callgrind:
+        _callgrind_section(report, targets, quick)
     header = [
         "| target | measured | limit | verdict | margin | detail |",
         "| --- | ---: | ---: | --- | --- | --- |",
@@ -652,7 +680,8 @@ async def main_async(plan: Plan, args: argparse.Namespace) -> None:
         "",
         '### Issue 10 ("Speed"): stepwatch / the same semantics by hand',
         "",
-        "Wall-clock ratios of medians in this run.",
+        "Wall-clock ratios of medians in this run, then the same per-child ratios as "
+        "instruction counts (deterministic, see *Instruction counts* below).",
         "",
         *header,
         *(t.row() for t in targets if t.issue10),
@@ -691,7 +720,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--output", type=Path, default=ROOT / "docs" / "benchmarks.md", help="report path"
     )
+    parser.add_argument(
+        "--no-callgrind", action="store_true", help="skip the instruction counts (valgrind)"
+    )
+    parser.add_argument(
+        "--callgrind",
+        nargs=argparse.REMAINDER,
+        help="only the instruction counts: the rest goes to `python -m benchmarks.callgrind`",
+    )
     args = parser.parse_args(argv)
+    if args.callgrind is not None:
+        sys.exit(callgrind.main(args.callgrind))
     plan = QUICK if args.quick else FULL
     quiet_structlog()
     anyio.run(main_async, plan, args, backend="asyncio")
