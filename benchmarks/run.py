@@ -149,12 +149,13 @@ NOTES: dict[str, str] = {
         "takes one per child, the worst case) and logging layers as in the defaults case."
     ),
     "i10_lateness": (
-        "on this 2-core machine the starts of 10 000 children take longer than the 50 ms "
-        "deadline on both sides, and the p99 of a run is the repeat that met a full garbage "
-        "collection during the teardown of the started children (each a `StepContext`, an "
-        "`Outcome`, span and log scaffolding, traversed with the 10 000-step flow "
-        "definition). The p50 ratios are steadier than the p99 ones; both move with the "
-        "load from run to run."
+        "on this 2-core machine starting 10 000 children takes longer than the 50 ms "
+        "deadline on both sides (stepwatch stops starting at the deadline; asyncio starts "
+        "them all). The p50 ratios of the separate runs are close to 1; the p99 of a run "
+        "is its worst repeat, and one run in five can meet a slow one (the issue attributes "
+        "the spread to garbage collection during the teardown of thousands of cancelled "
+        "children). In the main benchmark process (the telemetry-off row) the asyncio "
+        "baseline is faster than in a fresh process, and the ratio higher."
     ),
     **{
         f"cg_{key}": "the same instruction counts as in the wall-clock note above."
@@ -175,15 +176,18 @@ NOTES: dict[str, str] = {
     ),
     "blocked": "the worker thread's abandonment path (anyio `to_thread` with `abandon_on_cancel`).",
     "observations": (
-        "(1) The instruction counts and the wall-clock ratios at N = 1 000 agree within a "
-        "few per cent when the machine is quiet; under load the wall-clock ones move by "
-        "tens of per cent, the counts by ≈ 0.3 % at most. (2) For N ≥ 10 000 the bare anyio "
+        "(1) The instruction-count ratios are as high as the wall-clock ones or higher: "
+        "instructions do not see the cache misses and the collections caused by the bare "
+        "anyio task group's 1 000 tasks alive at once (stepwatch yields every 32 starts, so "
+        "few of its children are alive at a time), which flatter stepwatch's wall-clock "
+        "ratio most with telemetry off. Under load the wall-clock ratios move by tens of "
+        "per cent, the counts by ≈ 0.3 % at most. (2) For N ≥ 10 000 the bare anyio "
         "task group is slower per child than at 1 000 (it creates all N tasks before any "
         "runs, and the garbage collector traverses them repeatedly), while stepwatch yields "
-        "every 32 starts: its ratios drop below 1 there. (3) A tree at `MAX_DEPTH` (64) "
-        "with every decorator comes within reach of Python's recursion limit: under a "
-        "tracer (coverage, a debugger) it exceeds it (the test of that tree runs without "
-        "coverage for this reason); fewer frames per step would give headroom."
+        "every 32 starts: its ratios drop to about 1 or below there. (3) A tree at "
+        "`MAX_DEPTH` (64) with every decorator comes within reach of Python's recursion "
+        "limit: under a tracer (coverage, a debugger) it exceeds it (the test of that tree "
+        "runs without coverage for this reason); fewer frames per step would give headroom."
     ),
 }
 
@@ -610,6 +614,20 @@ async def _complete_100k(report: Report, targets: list[Target]) -> None:
     )
 
 
+def _revision() -> str:
+    """The checkout's commit, and whether src/ differs from it."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (rev or "unknown") + (" with uncommitted changes in src/" if dirty else "")
+
+
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
@@ -649,6 +667,7 @@ async def main_async(plan: Plan, args: argparse.Namespace) -> None:
         f"({'quick mode: fewer sizes and repeats, indicative only' if quick else 'full run'}).",
         "",
         *_machine(),
+        f"- Revision: {_revision()}",
         "- Event loop: asyncio (anyio's asyncio backend) for every variant, so the asyncio "
         "baselines run in the same loop.",
         f"- Load average (1, 5, 15 min) at the start: {_load()}. The machine is shared: "
