@@ -42,7 +42,7 @@ N = 1000
 MARGIN = 0.05
 """How much worse than the committed baseline a ratio may get before ``--check`` fails.
 
-Repeated runs agree to ≈ 0.1 % (docs/benchmarks.md); 5 % leaves room for patch releases of
+Repeated runs agree to ≈ 0.3 % (docs/benchmarks.md); 5 % leaves room for patch releases of
 the libraries on both sides and still catches a regression of a few hundred instructions
 per child."""
 REFRESH = ".venv/bin/python -m benchmarks.callgrind --update-baseline"
