@@ -4,7 +4,12 @@ N children sleep 10 s under a 50 ms group deadline. Lateness = the time ``run()`
 hand-written block) returns minus (its start + 50 ms), in ms; the start is taken just
 before the call, so stepwatch's own set-up time counts against it.
 
-* ``sw``: ``Parallel(timeout=0.05)`` of async ``Request`` children (StepTimeoutError).
+* ``sw``: ``Parallel(timeout=0.05)`` of async ``Request`` children (StepTimeoutError),
+  telemetry off.
+* ``sw_defaults``: the same with ``FlowExecutor()``'s defaults (metrics to a fresh
+  ``CollectorRegistry``, tracing through the API's no-op tracer, logging on): the issue-10
+  case, measured in separate processes (``python -m benchmarks._lateness``, one per run)
+  so that each run starts from a fresh heap, as a separate benchmark run would.
 * ``asyncio``: ``asyncio.TaskGroup`` under ``asyncio.timeout(0.05)``.
 * ``anyio``: a bare anyio task group under ``move_on_after(0.05)`` that starts all N.
 
@@ -15,18 +20,23 @@ and ``anyio.to_thread.run_sync(abandon_on_cancel=True)``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
+import json
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import anyio.to_thread
+from prometheus_client import CollectorRegistry
 
 from stepwatch import Flow, FlowExecutor, Parallel, Request, StepTimeoutError
 
 from ._fanout import TELEMETRY_OFF
+from ._logs import quiet_structlog
 from ._stats import Series
 
 DEADLINE = 0.05
@@ -54,14 +64,19 @@ class Lateness:
         if blocked:
             children.append(Request("blocked", "block"))
         self.flow = Flow("late", [Parallel("p", children, timeout=DEADLINE)])
-        self.ex = FlowExecutor(
-            handlers={"sleep": sleeper, "block": blocker},
-            **TELEMETRY_OFF,  # type: ignore[arg-type]
-        )
+        handlers = {"sleep": sleeper, "block": blocker}
+        self.ex = FlowExecutor(handlers=handlers, **TELEMETRY_OFF)  # type: ignore[arg-type]
+        self.ex_defaults = FlowExecutor(handlers=handlers, registry=CollectorRegistry())
 
     async def sw(self) -> None:
+        await self._sw(self.ex)
+
+    async def sw_defaults(self) -> None:
+        await self._sw(self.ex_defaults)
+
+    async def _sw(self, ex: FlowExecutor) -> None:
         try:
-            await self.ex.run(self.flow)
+            await ex.run(self.flow)
         except StepTimeoutError:
             return
         raise AssertionError("the group did not time out")
@@ -86,18 +101,19 @@ class Lateness:
                     tg.start_soon(_anyio_thread)
         assert scope.cancelled_caught
 
-    def variants(self) -> dict[str, Callable[[], Awaitable[None]]]:
-        return {"sw": self.sw, "asyncio": self.asyncio, "anyio": self.anyio}
-
 
 async def _anyio_thread() -> None:
     await anyio.to_thread.run_sync(time.sleep, BLOCK, abandon_on_cancel=True)
 
 
-async def measure(n: int, repeats: int, blocked: bool) -> dict[str, Series]:
-    """Lateness in ms of each variant, ``repeats`` times in rotating order."""
+async def measure(
+    n: int, repeats: int, blocked: bool, names: tuple[str, ...] = ("sw", "asyncio", "anyio")
+) -> dict[str, Series]:
+    """Lateness in ms of each variant named, ``repeats`` times in rotating order."""
     case = Lateness(n, blocked)
-    variants = case.variants()
+    variants: dict[str, Callable[[], Awaitable[None]]] = {
+        name: getattr(case, name) for name in names
+    }
     out = {name: Series(name, "ms late") for name in variants}
     for fn in variants.values():
         await fn()  # warm-up
@@ -114,3 +130,20 @@ async def measure(n: int, repeats: int, blocked: bool) -> dict[str, Series]:
             if blocked:  # let the abandoned thread finish; never more than one alive
                 await anyio.sleep(BLOCK + 0.01)
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One run of the issue-10 lateness case; prints the lateness values (ms) as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks._lateness")
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args(argv)
+    quiet_structlog()
+    res = anyio.run(
+        measure, args.n, args.repeats, False, ("sw_defaults", "asyncio"), backend="asyncio"
+    )
+    print(json.dumps({name: series.values for name, series in res.items()}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -136,8 +136,13 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "all": Scenario(
         {
-            "slow": 0.4, "late": 0.3, "tight": 0.5, "fail": 0.03, "stuck": 0.1,
-            "budget": 0.1, "block": 0.03,
+            "slow": 0.4,
+            "late": 0.3,
+            "tight": 0.5,
+            "fail": 0.03,
+            "stuck": 0.1,
+            "budget": 0.1,
+            "block": 0.03,
         },
         "every alert and every panel at once (quorum_met cancellations come with every "
         "request: the shipping quote takes the first of two carriers)",

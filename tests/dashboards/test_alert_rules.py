@@ -158,10 +158,8 @@ FLOW_FAST = "stepwatch:flow_timeout_ratio:rate5m > (14.4 * 0.01)\n          and\
             id="inbound-spent-for",
         ),
         pytest.param(
-            "sum by (job, target) (rate(stepwatch_outbound_requests_total[5m]))\n"
-            "          > 0.05",
-            "sum by (job, target) (rate(stepwatch_outbound_requests_total[5m]))\n"
-            "          > 0.5",
+            "sum by (job, target) (rate(stepwatch_outbound_requests_total[5m]))\n          > 0.05",
+            "sum by (job, target) (rate(stepwatch_outbound_requests_total[5m]))\n          > 0.5",
             id="outbound-not-sent-threshold",
         ),
         pytest.param(

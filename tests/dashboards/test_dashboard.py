@@ -133,8 +133,6 @@ FLOW_ONLY = {
 }
 
 
-
-
 def variable_filters(metric: str) -> list[str]:
     """The variable matchers every selector of ``metric`` must carry, in order: the
     stepwatch.http metrics have no flow or step (inbound: job; outbound: job and target),
@@ -293,9 +291,10 @@ def test_http_row_shows_deadlines_across_services() -> None:
         assert [s["value"] for s in steps[1:]] == [_alert_threshold(alert)], title
         assert panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"
         assert alert in panel["description"]
-    assert 'reason="spent"' in by_title["Requests rejected: budget spent on arrival"][
-        "targets"
-    ][0]["expr"]
+    assert (
+        'reason="spent"'
+        in by_title["Requests rejected: budget spent on arrival"]["targets"][0]["expr"]
+    )
     for title, by in (
         ("Inbound budget on arrival p50 / p10", "by (le, job)"),
         ("Time left when calling each downstream p50 / p10", "by (le, job, target)"),

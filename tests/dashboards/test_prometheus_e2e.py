@@ -778,9 +778,7 @@ def test_deadline_spans_the_runbook_names_were_exported(loaded: Stack) -> None:
     assert sent
     backend = [s for s in spans if s.name.startswith("POST /rpc")]
     continued = [
-        (by_id[(s.trace_id, s.parent_id)], s)
-        for s in backend
-        if (s.trace_id, s.parent_id) in by_id
+        (by_id[(s.trace_id, s.parent_id)], s) for s in backend if (s.trace_id, s.parent_id) in by_id
     ]
     assert continued, "no pricing call's server span continues the caller's trace"
     for caller, server in continued:

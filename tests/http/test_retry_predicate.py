@@ -378,9 +378,7 @@ class TestRetriesInAFlow:
 
     async def test_aiohttp_connection_errors_are_retried_by_default(self) -> None:
         """aiohttp's disconnects and payload errors are retried too."""
-        backend = Backend(
-            aiohttp.ServerDisconnectedError("bye"), aiohttp.ClientPayloadError("cut")
-        )
+        backend = Backend(aiohttp.ServerDisconnectedError("bye"), aiohttp.ClientPayloadError("cut"))
         result = await run(backend, Request("r", "h", retry=FAST))
         assert result.outcomes["r"].attempts == 3
 

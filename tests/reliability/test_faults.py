@@ -352,8 +352,15 @@ class TestConcurrencyAndCancellation:
         provider = _provider(exporter)
         registry = CollectorRegistry()
         recorder = OutcomeRecorder()
+        started = 0
+
+        async def slow(params: Any) -> None:
+            nonlocal started
+            started += 1
+            await anyio.sleep(1)
+
         ex = FlowExecutor(
-            handlers={"fast": sleeping(0.01, "f"), "slow": sleeping(1)},
+            handlers={"fast": sleeping(0.01, "f"), "slow": slow},
             hooks=[recorder],
             tracer_provider=provider,
             registry=registry,
@@ -367,7 +374,11 @@ class TestConcurrencyAndCancellation:
                 raise AssertionError("the run was not cancelled")
 
             tg.start_soon(caller)
-            await anyio.sleep(0.05)
+            # mid-fan-out: every child running, "fast" done (a fixed 50 ms sleep raced the
+            # start of 200 traced children on a loaded machine or under coverage)
+            with anyio.fail_after(5):
+                while started < 200 or "fast" not in recorder.by_name():
+                    await anyio.sleep(0.005)
             tg.cancel_scope.cancel()
         assert recorder["fast"].status is Status.SUCCEEDED
         slow = [recorder[f"slow{i}"] for i in range(200)]

@@ -165,4 +165,3 @@ class TestFailureFallback:
         assert attributes["error.type"] == "stepwatch.StepFailedError"
         assert exception_types(span) == []
         assert exception_types(observed.spans()["request down"]) == [f"{__name__}.BackendDown"]
-

@@ -150,7 +150,7 @@ class ParallelExecutor:
             if len(group.failures) == 1:  # the child's own error says best what went wrong
                 raise_error(group.failures[0])
             raise children_failed(step, ctx, progress, group.failures, need=step.min_successes)
-        if None in progress.outcomes:  # only if a deadline moved back while starting
+        if any(o is None for o in progress.outcomes):  # only if a deadline moved back
             ctx.close_children(CancelCause.DEADLINE)
         return progress.partial()
 
