@@ -92,14 +92,7 @@ class Metrics:
             pass
         try:
             outcome = record.outcome
-            result = record.result
-            elapsed = outcome.elapsed
-            exemplar = None
-            if self.exemplars and series.exemplar_due(
-                result, elapsed, time.monotonic(), self.exemplar_interval
-            ):
-                exemplar = _exemplar()
-            series.duration(result).observe(elapsed, exemplar)
+            result = self.duration(record, series)
             ratio = record.budget_ratio
             if ratio is not None:
                 series.budgeted()
@@ -116,19 +109,23 @@ class Metrics:
         except Exception:
             pass
 
+    def duration(self, record: StepEnded, series: StepSeries | FlowSeries) -> str:
+        """Observe the duration (with an exemplar when one is due); return the outcome."""
+        result = record.result
+        elapsed = record.outcome.elapsed
+        exemplar = None
+        if self.exemplars and series.exemplar_due(
+            result, elapsed, time.monotonic(), self.exemplar_interval
+        ):
+            exemplar = _exemplar()
+        series.duration(result).observe(elapsed, exemplar)
+        return result
+
     def end_flow(self, record: StepEnded, series: FlowSeries) -> None:
         """One flow-duration observation; a flow timeout (``FlowTimeoutError``) counted."""
         try:
             outcome = record.outcome
-            result = record.result
-            elapsed = outcome.elapsed
-            exemplar = None
-            if self.exemplars and series.exemplar_due(
-                result, elapsed, time.monotonic(), self.exemplar_interval
-            ):
-                exemplar = _exemplar()
-            series.duration(result).observe(elapsed, exemplar)
-            if result == "timeout":
+            if self.duration(record, series) == "timeout":
                 series.timeouts().inc()
             elif outcome.timeout is not None:
                 series.timeouts()  # a flow with a deadline: its counter exists from 0
