@@ -60,7 +60,7 @@ def lint(py: str | Path) -> None:
 
 
 def types(py: str | Path) -> None:
-    sh(py, "-m", "mypy", "src", "tests/typing")
+    sh(py, "-m", "mypy", "src", "tests/typing", "benchmarks")
 
 
 def pytest(py: str | Path, args: list[str]) -> None:

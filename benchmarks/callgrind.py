@@ -373,14 +373,14 @@ def main(argv: list[str] | None = None) -> int:
     for gc, runs in results.items():
         print("\n".join(["", *table(runs, f"GC {'on' if gc else 'off'}")]))
     print(f"\n{time.perf_counter() - started:.0f} s")
-    per_child = results[False][0] if False in results else None
-    if args.update_baseline and per_child is not None:
-        write_baseline(per_child)
+    counted = results[False][0] if False in results else None
+    if args.update_baseline and counted is not None:
+        write_baseline(counted)
         print(f"wrote {BASELINE}")
-    if args.check and per_child is not None:
+    if args.check and counted is not None:
         baseline = load_baseline()
-        problems = check(per_child, baseline)
-        missed, newly_met = misses(per_child, baseline)
+        problems = check(counted, baseline)
+        missed, newly_met = misses(counted, baseline)
         for line in missed:
             print(f"target still missed (as in the baseline): {line}")
         for line in newly_met:

@@ -104,75 +104,66 @@ QUICK = Plan(
 )
 
 # What limits a missed target (shown only when the target is missed in the run that writes
-# the report). Profiled on issue-10-bench (main after issue 8) at N = 1 000 with callgrind
-# (instructions per child, GC off; deterministic, so the figures stay true for this code)
-# and cProfile (call counts per child).
-_CLOCK = (
-    "Each `anyio.current_time()` and `anyio.lowlevel.checkpoint_if_cancelled()` looks the "
-    "backend up through `get_async_backend()` → `sniffio.current_async_library()`: "
-    "≈ 7 500 instructions, ≈ 0.8 µs (`loop.time()`: ≈ 0.06 µs)."
-)
+# the report). Measured on main after issue 10 at N = 1 000 with callgrind (instructions per
+# child, GC off; deterministic, so the figures stay true for this code), one telemetry layer
+# at a time on top of telemetry off.
 NOTES: dict[str, str] = {
     "i10_off": (
-        "≈ 210 000 instructions per child against ≈ 123 000 for a bare anyio child "
-        "(callgrind). The hand-written child makes 2 backend look-ups (anyio's own task "
-        "start); stepwatch's makes 6: three `current_time()` reads (`enter`, the guard, "
-        "`_run_step`'s end) and `checkpoint_if_cancelled()` in `enter` — ≈ 30 000 of the "
-        "≈ 87 000 instructions. " + _CLOCK + " The rest is the chain of frames per child "
-        "(`parallel.run_one` → `_run_step` → `enter` → `DeadlineGuard.execute` → the "
-        "request executor), the `StepContext` and the frozen `Outcome`. The target, "
-        "1.2 × 123 000 ≈ 148 000, means cutting ≈ 30 % of the child path."
+        "≈ 165 000 instructions per child against ≈ 123 000 for a bare anyio child "
+        "(callgrind). The ≈ 42 000 more are the chain of frames per child "
+        "(`parallel.run_one` → `_run_step` → the deadline guard → the request executor), the "
+        "`StepContext`, the frozen `Outcome` and `StepEnded` record, and the step boundary "
+        "that makes every step a checkpoint (a clock read and a cancellation check, "
+        "≈ 9 000, which the hand-written child does not do). The target, "
+        "1.2 × 123 000 ≈ 148 000, means cutting ≈ 40 % of that."
     ),
     "i10_own": (
-        "the same child path as with the group deadline only (≈ 60 000 instructions more "
-        "per child than anyio + `fail_after`); the ratio is lower because both sides pay "
-        "for a cancel scope with a deadline per child (≈ 80 000 instructions in anyio)."
+        "the same child path as with the group deadline only; the ratio is lower because "
+        "both sides pay for a cancel scope with a deadline per child (≈ 80 000 "
+        "instructions in anyio)."
     ),
     "i10_defaults": (
-        "≈ 346 000 instructions per child against ≈ 142 500 (the baseline's "
-        "`labels().observe()` costs ≈ 19 000). Measured one layer at a time on top of "
-        "telemetry off (≈ 210 000): logging alone +41 000 (a `bind()` on the lazy proxy per "
-        "step creates a bound logger and a `PrintLogger` although nothing is emitted, then "
-        "`classify` and a dict of fields at the end), metrics alone +50 000 (in-progress "
-        "gauge inc + dec, two histograms — duration and budget ratio — the exemplar check "
-        "with a `time.monotonic()` and `get_current_span()`), tracing with no SDK provider "
-        "alone +42 000 (attributes built and a non-recording span started, made current "
-        "and ended through the API's proxy tracer: nothing is recorded). Two more "
-        "`current_time()` reads come with them (5 per child in all; " + _CLOCK + ")"
+        "≈ 241 000 instructions per child against ≈ 143 000 (the baseline's "
+        "`labels().observe()` costs ≈ 19 000): telemetry off (≈ 165 000) plus ≈ 76 000 for "
+        "the three layers together. Measured alone on top of telemetry off: metrics "
+        "+66 000 (in-progress gauge inc and dec, two histogram observations — duration and "
+        "budget ratio — and the exemplar check), logging +28 000 (the end-of-step event "
+        "checked against the level; nothing is emitted), tracing with no SDK provider "
+        "+23 000 (a non-recording span started, made current and ended). Each layer alone "
+        "also pays the shared dispatch of the `StepEnded` record, which is why they add up "
+        "to more than the three together."
     ),
     "i10_sdk": (
-        "≈ 559 000 instructions per child against ≈ 291 000. A raw SDK span costs "
-        "≈ 150 000 by itself; stepwatch's tracing layer alone costs ≈ 233 000 over telemetry "
-        "off (the SDK cleans every attribute: `_clean_attribute_value` ≈ 10 calls per span, "
-        "5–6 passed at start and the end-of-step ones), plus the metrics (with a real "
-        "exemplar: two id formats and prometheus-client's validation; the counted run "
-        "takes one per child, the worst case) and logging layers as in the defaults case."
+        "≈ 496 000 instructions per child against ≈ 293 000. A raw SDK span costs "
+        "≈ 150 000 by itself; stepwatch's tracing layer alone costs ≈ 253 000 over "
+        "telemetry off: the span's attributes (the SDK cleans each one: "
+        "`_clean_attribute_value`), the span made current for the handler, the end-of-step "
+        "attributes and status, plus the metrics (with a real exemplar per child in the "
+        "counted run: two id formats and prometheus-client's validation, the worst case) "
+        "and logging layers as in the defaults case."
     ),
     "i10_lateness": (
         "on this 2-core machine starting 10 000 children takes longer than the 50 ms "
         "deadline on both sides (stepwatch stops starting at the deadline; asyncio starts "
         "them all). The p50 ratios of the separate runs are close to 1; the p99 of a run "
-        "is its worst repeat, and one run in five can meet a slow one (the issue attributes "
-        "the spread to garbage collection during the teardown of thousands of cancelled "
-        "children). In the main benchmark process (the telemetry-off row) the asyncio "
-        "baseline is faster than in a fresh process, and the ratio higher."
+        "is its worst repeat, and about half of stepwatch's lateness there is a garbage "
+        "collection (generation 2, ≈ 40 ms) during the teardown of thousands of cancelled "
+        "children; the code before issue 10 showed the same spread (83–152 ms). In the "
+        "main benchmark process (the telemetry-off row) the asyncio baseline is faster "
+        "than in a fresh process, and the ratio higher."
     ),
-    **{
-        f"cg_{key}": "the same instruction counts as in the wall-clock note above."
-        for key in ("off", "own", "defaults", "sdk")
-    },
     "off": "see the issue-10 note on telemetry off above.",
     "off_own": "see the issue-10 note on per-child deadlines above.",
     "full": (
         "as in the issue-10 SDK case above, with logging off: the tracing layer "
-        "(≈ 233 000 instructions per child over telemetry off, against ≈ 150 000 for a raw "
-        "SDK span) and the metrics layer (≈ 50 000, against ≈ 19 000 for a raw observe)."
+        "(≈ 253 000 instructions per child over telemetry off, against ≈ 150 000 for a raw "
+        "SDK span) and the metrics layer (≈ 66 000, against ≈ 19 000 for a raw observe)."
     ),
     "lateness": "see the issue-10 lateness note above.",
     "memory": (
         "per live child stepwatch adds ≈ 1.5 kB to anyio's ≈ 4.1 kB: the `StepContext` "
         "and one coroutine frame per layer of the chain (`_run_step`, the deadline guard, "
-        "the request executor; each telemetry decorator adds one more)."
+        "the request executor)."
     ),
     "blocked": "the worker thread's abandonment path (anyio `to_thread` with `abandon_on_cancel`).",
     "observations": (
@@ -185,11 +176,21 @@ NOTES: dict[str, str] = {
         "task group is slower per child than at 1 000 (it creates all N tasks before any "
         "runs, and the garbage collector traverses them repeatedly), while stepwatch yields "
         "every 32 starts: its ratios drop to about 1 or below there. (3) A tree at "
-        "`MAX_DEPTH` (64) with every decorator comes within reach of Python's recursion "
+        "`MAX_DEPTH` (64) with telemetry on comes within reach of Python's recursion "
         "limit: under a tracer (coverage, a debugger) it exceeds it (the test of that tree "
         "runs without coverage for this reason); fewer frames per step would give headroom."
     ),
 }
+
+
+def _note(key: str, missed: set[str]) -> str:
+    """The note for a missed target; a callgrind row points to its wall-clock row's note."""
+    if key.startswith("cg_"):
+        twin = "i10_" + key.removeprefix("cg_")
+        if twin in missed:
+            return "the same instruction counts as in the wall-clock note above."
+        return NOTES.get(twin, "not analysed yet.")
+    return NOTES.get(key, "not analysed yet.")
 
 
 @dataclass
@@ -716,8 +717,9 @@ async def main_async(plan: Plan, args: argparse.Namespace) -> None:
     missed = [t for t in targets if not t.passed]
     if missed:
         summary += ["### Missed targets: what limits them", ""]
+        missed_keys = {t.key for t in missed}
         for t in missed:
-            summary.append(f"- **{t.what}**: {NOTES.get(t.key, 'not analysed yet.')}")
+            summary.append(f"- **{t.what}**: {_note(t.key, missed_keys)}")
         summary.append("")
     if NOTES.get("observations"):
         summary += ["### Other observations", "", NOTES["observations"], ""]

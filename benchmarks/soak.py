@@ -30,11 +30,10 @@ import anyio
 from stepwatch import (
     Flow,
     FlowExecutor,
-    Outcome,
     Parallel,
     Request,
     Sequence,
-    StepContext,
+    StepEnded,
     StepwatchError,
 )
 
@@ -58,7 +57,8 @@ class Soak:
         self.live = 0
         self.outcomes: Counter[str] = Counter()
 
-    def step_finished(self, outcome: Outcome, ctx: StepContext, /) -> None:
+    def step_finished(self, record: StepEnded, /) -> None:
+        outcome = record.outcome
         if outcome.step_type != "flow":
             self.steps += 1
             key = outcome.status.value
