@@ -259,10 +259,16 @@ class StepContext:
         self._step = step
         self._timeout = timeout
         self._started = started
-        self._attempt_started = started
         self._index = index
         self._iteration: int | None = parent._iteration if parent is not None else None
         self._attempt = 0
+        self._begin_attempt(started)
+
+    def _begin_attempt(self, now: float) -> None:
+        """Start an attempt at ``now``: the per-attempt state cleared, and a fresh own
+        deadline (``now + _timeout``) clamped by the parent's (deadlines nest). Called for
+        the first attempt by ``__init__`` and for every retry by the deadline guard."""
+        self._attempt_started = now
         self._cancel_reason: CancelCause | None = None
         self._progress: Progress | None = None
         self._status: Status | None = None
@@ -272,8 +278,10 @@ class StepContext:
         self._end = math.nan
         self._recover: Callable[[BaseException], Any] | None = None
         self._scope: CancelScope | None = None
+        parent = self._parent
         parent_deadline = parent._deadline if parent is not None else math.inf
-        own = started + timeout if timeout is not None else math.inf
+        timeout = self._timeout
+        own = now + timeout if timeout is not None else math.inf
         self._own_deadline = own
         self._scoped = own < parent_deadline
         self._deadline: float = own if self._scoped else parent_deadline

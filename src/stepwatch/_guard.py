@@ -71,7 +71,7 @@ class DeadlineGuard:
             while True:
                 ctx._attempt += 1
                 if ctx._attempt > 1:
-                    _restart(ctx)
+                    ctx._begin_attempt(clock())
                 error: Exception
                 failed: Exception | None = None
                 try:
@@ -160,27 +160,6 @@ class DeadlineGuard:
             if ctx._end != ctx._end:  # nan: a cancellation (or interrupt) passing through
                 ctx._end = clock()
             raise
-
-
-def _restart(ctx: StepContext) -> None:
-    """Give the next attempt a fresh own deadline, still clamped by the parent's."""
-    now = ctx._run.clock()
-    ctx._attempt_started = now
-    ctx._progress = None
-    ctx._status = None
-    ctx._error = None
-    ctx._cancel_reason = None
-    ctx._scope = None
-    ctx._overrun = None
-    ctx._late = None
-    ctx._recover = None
-    ctx._end = math.nan
-    parent = ctx._parent
-    parent_deadline = parent._deadline if parent is not None else math.inf
-    own = now + ctx._timeout if ctx._timeout is not None else math.inf
-    ctx._own_deadline = own
-    ctx._scoped = own < parent_deadline
-    ctx._deadline = own if ctx._scoped else parent_deadline
 
 
 def _backing_off(ctx: StepContext) -> None:
