@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Final, Literal
 
 from .._errors import ValidationError
+from .._timeouts import as_float
 
 __all__ = ["GRPC_TIMEOUT", "REQUEST_TIMEOUT_MS", "InboundBudget", "OutboundBudget"]
 
@@ -24,6 +25,8 @@ def _seconds(owner: str, field: str, value: object, *, zero: bool) -> float:
     where = f"{owner}.{field}"
     if isinstance(value, timedelta):
         value = value.total_seconds()
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = as_float(where, value)  # an int too large for a float: a ValidationError
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise ValidationError(
             f"{where} must be a number of seconds or a timedelta; got {value!r}",
