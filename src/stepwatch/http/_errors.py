@@ -73,6 +73,9 @@ class JsonRpcCallError(Exception):
         if retryable is not None:
             self.retryable = retryable
 
+    def __str__(self) -> str:
+        return f"{self._where()}{self.args[0]}"
+
     def _where(self) -> str:
         if self.method is None:
             return ""
@@ -128,14 +131,8 @@ class JsonRpcTransportError(JsonRpcCallError):
 
     retryable = True
 
-    def __str__(self) -> str:
-        return f"{self._where()}{self.args[0]}"
-
 
 class JsonRpcProtocolError(JsonRpcCallError):
     """The answer is not a valid JSON-RPC 2.0 response to this call (not JSON, not an
     object, wrong ``jsonrpc`` version, ``id`` mismatch, both or neither of ``result`` and
     ``error``, malformed error object, too large). Not retryable."""
-
-    def __str__(self) -> str:
-        return f"{self._where()}{self.args[0]}"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import httpx
 
 from .._errors import ValidationError
+from .._retry import RETRYABLE_STATUSES
 from ._config import OutboundBudget
 from ._errors import (
     JsonRpcCallError,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["JsonRpcClient"]
 
 DEFAULT_RETRYABLE_CODES: Final = frozenset({int(JsonRpcCode.DEADLINE_EXCEEDED)})
-DEFAULT_RETRYABLE_STATUSES: Final = frozenset({429, 502, 503, 504})
+DEFAULT_RETRYABLE_STATUSES: Final = RETRYABLE_STATUSES  # the core retry default's statuses
 
 
 def _ints(field: str, values: object) -> frozenset[int]:

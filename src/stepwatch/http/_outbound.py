@@ -86,10 +86,11 @@ def prepare(
     left = deadline - current_time()
     margin = cast("float", budget.margin)
     send_budget = left - margin
-    first = not request.extensions.get(_COUNTED)
-    if metrics is not None and first:
+    label = None  # the target's label value, on the first send of a request only
+    if metrics is not None and not request.extensions.get(_COUNTED):
         request.extensions[_COUNTED] = True
-        count(metrics.outbound_requests, metrics.target(target))
+        label = metrics.target(target)
+        count(metrics.outbound_requests, label)
     if send_budget <= 0:
         set_attributes({"stepwatch.deadline.time_left": left, "stepwatch.deadline.not_sent": True})
         if metrics is not None:
@@ -115,8 +116,8 @@ def prepare(
     set_attributes(
         {"stepwatch.deadline.time_left": left, "stepwatch.deadline.budget_sent": send_budget}
     )
-    if metrics is not None and first:
-        observe(metrics.outbound_budget, left, metrics.target(target))
+    if metrics is not None and label is not None:
+        observe(metrics.outbound_budget, left, label)
     return deadline
 
 
