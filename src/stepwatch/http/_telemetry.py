@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import trace
 
 from .._log import log
+from ..telemetry._registry import PerRegistry, register_all
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -89,17 +89,7 @@ class HttpMetrics:
             registry=None,
             buckets=BUDGET_BUCKETS,
         )
-        metrics = [getattr(self, name) for name in _ATTRS]
-        done: list[Any] = []
-        try:
-            for metric in metrics:
-                registry.register(metric)
-                done.append(metric)
-        except BaseException:
-            for metric in done:  # leave the registry as it was
-                with contextlib.suppress(Exception):
-                    registry.unregister(metric)
-            raise
+        register_all(registry, [getattr(self, name) for name in _ATTRS])
         for reason in ("spent", "invalid"):  # series at 0, so ratios show 0, not "no data"
             self.inbound_rejected.labels(reason)
         for phase in ("before_response", "during_response"):
@@ -128,8 +118,7 @@ _ATTRS = (
     "outbound_not_sent",
     "outbound_budget",
 )
-_sets: weakref.WeakKeyDictionary[Any, HttpMetrics] = weakref.WeakKeyDictionary()
-_sets_lock = threading.Lock()
+_sets: PerRegistry[HttpMetrics] = PerRegistry()
 
 
 def http_metrics(registry: CollectorRegistry | None) -> HttpMetrics | None:
@@ -139,11 +128,7 @@ def http_metrics(registry: CollectorRegistry | None) -> HttpMetrics | None:
         from prometheus_client import REGISTRY
 
         reg: Any = REGISTRY if registry is None else registry
-        with _sets_lock:
-            found = _sets.get(reg)
-            if found is None:
-                found = _sets[reg] = HttpMetrics(reg)
-            return found
+        return _sets.get(reg, HttpMetrics)
     except Exception as exc:
         log(
             logging.WARNING,

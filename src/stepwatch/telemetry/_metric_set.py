@@ -7,10 +7,8 @@ of executors share the set of their registry: the metrics are registered once.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -29,6 +27,7 @@ from ._metrics_config import (
     OVERRUN,
     TIMEOUTS,
 )
+from ._registry import PerRegistry, register_all
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -103,16 +102,7 @@ class MetricSet:
             step_labels,
             registry=None,
         )
-        done: list[Any] = []
-        try:
-            for metric in self.all():
-                registry.register(metric)
-                done.append(metric)
-        except BaseException:
-            for metric in done:  # leave the registry as it was
-                with contextlib.suppress(Exception):
-                    registry.unregister(metric)
-            raise
+        register_all(registry, self.all())
         limit, length = config.max_label_values, config.max_label_length
         self.guards = (
             LabelGuard("flow", limit, max_length=length),
@@ -213,9 +203,7 @@ class MetricSet:
         return child
 
 
-_sets: weakref.WeakKeyDictionary[Any, MetricSet] = weakref.WeakKeyDictionary()
-_sets_by_id: dict[int, tuple[Any, MetricSet]] = {}  # registries that are not weak-referenceable
-_sets_lock = threading.Lock()
+_sets: PerRegistry[MetricSet] = PerRegistry()
 
 
 def metric_set_for(
@@ -229,17 +217,4 @@ def metric_set_for(
             by metrics that are not stepwatch's); the caller logs it and goes without.
     """
     reg: Any = REGISTRY if registry is None else registry
-    with _sets_lock:
-        try:
-            found = _sets.get(reg)
-        except TypeError:
-            entry = _sets_by_id.get(id(reg))
-            found = entry[1] if entry is not None and entry[0] is reg else None
-        if found is not None:
-            return found
-        made = MetricSet(reg, config, exempt)
-        try:
-            _sets[reg] = made
-        except TypeError:
-            _sets_by_id[id(reg)] = (reg, made)
-        return made
+    return _sets.get(reg, lambda reg: MetricSet(reg, config, exempt))
