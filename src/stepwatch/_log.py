@@ -16,7 +16,6 @@ The level check comes first, so an event nobody listens to costs no logger and n
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
@@ -58,22 +57,20 @@ def enabled(level: int) -> bool:
         return False
 
 
-def log(level: int, event: str, fields: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
-    """Emit ``event`` at ``level`` with ``fields`` (or a function that builds them, called
-    only if the event goes anywhere). Never raises."""
+def log(level: int, event: str, fields: dict[str, Any]) -> None:
+    """Emit ``event`` at ``level`` with ``fields``. Never raises. (Callers on the per-step
+    path decide whether to log before they build the fields: see telemetry/_logging.py.)"""
     try:
         if structlog.is_configured():
             logger = _structlog.bind()
             if not _structlog_enabled(logger, level):
                 return
-            values = fields() if callable(fields) else fields
-            getattr(logger, _METHODS.get(level, "warning"))(event, **values)
+            getattr(logger, _METHODS.get(level, "warning"))(event, **fields)
             return
         if not _stdlib.isEnabledFor(level):
             return
-        values = fields() if callable(fields) else fields
-        text = " ".join(f"{key}={value!r}" for key, value in values.items())
-        extra = {(f"stepwatch_{k}" if k in _RESERVED else k): v for k, v in values.items()}
+        text = " ".join(f"{key}={value!r}" for key, value in fields.items())
+        extra = {(f"stepwatch_{k}" if k in _RESERVED else k): v for k, v in fields.items()}
         extra["event"] = event
         _stdlib.log(level, "%s %s", event, text, extra=extra)
     except Exception:  # a broken logger never breaks a flow

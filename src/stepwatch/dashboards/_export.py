@@ -18,6 +18,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Final
 
+from .._text import listing
+
 __all__ = ["FILES", "export", "main"]
 
 _SOURCES: Final[Mapping[str, str]] = {
@@ -127,9 +129,8 @@ def export(
     if not overwrite:
         existing = [name for name, path in zip(FILES, paths, strict=True) if path.exists()]
         if existing:
-            more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
             raise FileExistsError(
-                f"{target} already has {existing[0]}{more}; nothing was written (pass "
+                f"{target} already has {listing(existing, 1)}; nothing was written (pass "
                 "overwrite=True, or --force, to replace them)"
             )
     for name, path in zip(FILES, paths, strict=True):

@@ -85,8 +85,9 @@ class Logging:
 
     def end(self, record: StepEnded, debug: bool) -> None:
         outcome = record.outcome
-        failed_here = record.result == "failure" and record.arose_here
-        timed_out = record.result == "timeout"
+        result = record.result
+        failed_here = result == "failure" and record.arose_here
+        timed_out = result == "timeout"
         near = record.near_timeout
         if not (debug or timed_out or failed_here or near or outcome.overrun is not None):
             return  # nothing to say: no logger, no fields
@@ -98,7 +99,7 @@ class Logging:
             "step_type": step.type,
             "timeout": _budget(outcome.timeout),
             "elapsed": round(outcome.elapsed, 6),
-            "outcome": record.result,
+            "outcome": result,
             "cause": outcome.cause.value if outcome.cause is not None else None,
             "attempts": outcome.attempts,
         }

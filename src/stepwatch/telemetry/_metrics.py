@@ -93,12 +93,11 @@ class Metrics:
         try:
             outcome = record.outcome
             result = self.duration(record, series)
-            ratio = record.budget_ratio
-            if ratio is not None:
+            if outcome.timeout is not None:  # a budgeted step (ratio None if it is inf)
                 series.budgeted()
-                series.budget.observe(ratio)
-            elif outcome.timeout is not None:
-                series.budgeted()
+                ratio = record.budget_ratio
+                if ratio is not None:
+                    series.budget.observe(ratio)
             if result == "timeout":
                 series.timeouts().inc()
             if outcome.overrun is not None:

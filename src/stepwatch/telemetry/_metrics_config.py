@@ -124,14 +124,7 @@ class MetricsConfig:
             "budget_ratio_buckets",
             _buckets("budget_ratio_buckets", self.budget_ratio_buckets),
         )
-        limit = self.max_label_values
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValidationError(
-                f"MetricsConfig.max_label_values must be an integer >= 1; got {limit!r}",
-                field="MetricsConfig.max_label_values",
-                value=limit,
-            )
-        for name, low in (("max_series", 1), ("max_label_length", 16)):
+        for name, low in (("max_label_values", 1), ("max_series", 1), ("max_label_length", 16)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValidationError(

@@ -102,7 +102,16 @@ def _version() -> str | None:
 class Tracing:
     """Starts and ends the span of every step of one FlowExecutor."""
 
-    __slots__ = ("_noop_until", "config", "live", "near", "provider", "static_cache", "tracer")
+    __slots__ = (
+        "_noop_until",
+        "config",
+        "live",
+        "near",
+        "own_near",
+        "provider",
+        "static_cache",
+        "tracer",
+    )
 
     def __init__(
         self, config: TracingConfig, provider: TracerProvider | None, near: float | None
@@ -113,7 +122,10 @@ class Tracing:
         # a ProxyTracer when the global provider is not set yet: it follows once it is
         self.tracer: Tracer = tracer_provider.get_tracer(TRACER_NAME, _version())
         span_near = config.near_timeout_ratio
-        self.near = near if span_near is UNSET else span_near
+        # the deprecated TracingConfig.near_timeout_ratio overrides the executor's
+        # near_timeout for span events only; else the record already says (near_timeout)
+        self.own_near = span_near is not UNSET
+        self.near = span_near if self.own_near else near
         # step -> {(index, timeout): (span name, static attributes)}: built once per step
         # definition, dropped with it
         self.static_cache: weakref.WeakKeyDictionary[Step, dict[Any, tuple[str, Any]]] = (
@@ -217,17 +229,22 @@ class Tracing:
         if state is None:
             return
         span, token = state
-        with contextlib.suppress(Exception):
-            self.live.pop(id(record.context), None)
+        self.live.pop(id(record.context), None)
+        # try/except, not contextlib.suppress: suppress() would build an object per step;
+        # three separate guards, so that a failing describe or end() still detaches
         try:
             if span.is_recording():
                 self.describe(span, record)
         except Exception:
             pass
-        with contextlib.suppress(Exception):
+        try:  # noqa: SIM105 - hot path (see above)
             span.end()
-        with contextlib.suppress(Exception):
+        except Exception:
+            pass
+        try:  # noqa: SIM105 - hot path (see above)
             otel_context.detach(token)  # logs (never raises) if the token is foreign
+        except Exception:
+            pass
 
     def describe(self, span: Span, record: StepEnded) -> None:
         outcome = record.outcome
@@ -249,7 +266,10 @@ class Tracing:
                 event[STEP_TIMEOUT] = outcome.timeout
             span.add_event(EVENT_OVERRUN, event)
         status = outcome.status
-        if status is StepStatus.SUCCEEDED or status is StepStatus.FAILED:
+        if self.own_near:
+            if status is StepStatus.SUCCEEDED or status is StepStatus.FAILED:
+                self.near_timeout(span, record)
+        elif record.near_timeout:
             self.near_timeout(span, record)
         if record.error_type is None:
             return  # success, or a plain cancellation: not an error of this step
