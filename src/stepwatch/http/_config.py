@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 from .._errors import ValidationError
 from .._timeouts import as_float
@@ -167,3 +167,20 @@ class OutboundBudget:
                     field=f"{owner}.{name}",
                     value=getattr(self, name),
                 )
+
+
+_Config = TypeVar("_Config", InboundBudget, OutboundBudget)
+
+
+def config_or_default(field: str, value: object, kind: type[_Config]) -> _Config:
+    """``value`` if it is a ``kind`` (an :class:`InboundBudget` or :class:`OutboundBudget`),
+    a default one if ``None``; else a :class:`ValidationError` naming ``field``."""
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise ValidationError(
+            f"{field} must be a stepwatch.http.{kind.__name__} or None; got {value!r}",
+            field=field,
+            value=value,
+        )
+    return value

@@ -14,7 +14,7 @@ import httpx
 
 from .._errors import ValidationError
 from .._retry import RETRYABLE_STATUSES
-from ._config import OutboundBudget
+from ._config import OutboundBudget, config_or_default
 from ._errors import (
     JsonRpcCallError,
     JsonRpcCode,
@@ -119,13 +119,6 @@ class JsonRpcClient:
                 field="JsonRpcClient.url",
                 value=url,
             )
-        if budget is not None and not isinstance(budget, OutboundBudget):
-            raise ValidationError(
-                f"JsonRpcClient.budget must be a stepwatch.http.OutboundBudget or None; "
-                f"got {budget!r}",
-                field="JsonRpcClient.budget",
-                value=budget,
-            )
         limit = max_response_size
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValidationError(
@@ -134,7 +127,7 @@ class JsonRpcClient:
                 value=limit,
             )
         self.url = str(parsed)
-        self.budget = budget or OutboundBudget()
+        self.budget = config_or_default("JsonRpcClient.budget", budget, OutboundBudget)
         default_target = parsed.host if parsed.port is None else f"{parsed.host}:{parsed.port}"
         self.target = check_target("JsonRpcClient", default_target if target is None else target)
         self.retryable_codes = _ints("retryable_codes", retryable_codes)

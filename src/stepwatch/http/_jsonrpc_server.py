@@ -13,15 +13,13 @@ import anyio
 from .._errors import ValidationError
 from .._log import log
 from ._asgi import ClientGone, Receive, Scope, Send, lifespan, read_body, send_response, serve
+from ._config import InboundBudget, config_or_default
 from ._errors import JsonRpcCode, JsonRpcError
-from ._middleware import check_budget
 from ._telemetry import http_metrics
 from ._wire import NO_ID, answer_id, call_id, check_method, encode_error, encode_result, valid_call
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
-
-    from ._config import InboundBudget
 
 __all__ = ["JsonRpcApp"]
 
@@ -117,7 +115,7 @@ class JsonRpcApp:
                     field=f"JsonRpcApp.{field}",
                     value=value,
                 )
-        self.budget = check_budget("JsonRpcApp.budget", budget)
+        self.budget = config_or_default("JsonRpcApp.budget", budget, InboundBudget)
         self.max_body_size = max_body_size
         self.max_batch = max_batch
         self._metrics = http_metrics(registry) if metrics else None

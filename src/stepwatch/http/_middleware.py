@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING
 
 from .._errors import ValidationError
 from ._asgi import ASGIApp, Receive, Scope, Send, send_response, serve
-from ._config import InboundBudget
+from ._config import InboundBudget, config_or_default
 from ._telemetry import http_metrics
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-__all__ = ["DeadlineMiddleware", "check_budget", "plain_reject"]
+__all__ = ["DeadlineMiddleware", "plain_reject"]
 
 
 async def plain_reject(send: Send, status: int, reason: str) -> None:
@@ -71,7 +71,7 @@ class DeadlineMiddleware:
                 value=app,
             )
         self.app = app
-        self.budget = check_budget("DeadlineMiddleware.budget", budget)
+        self.budget = config_or_default("DeadlineMiddleware.budget", budget, InboundBudget)
         self._metrics = http_metrics(registry) if metrics else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -88,16 +88,3 @@ class DeadlineMiddleware:
             metrics=self._metrics,
             reject=plain_reject,
         )
-
-
-def check_budget(field: str, value: object) -> InboundBudget:
-    """``value`` if it is an :class:`InboundBudget`, the default one if ``None``."""
-    if value is None:
-        return InboundBudget()
-    if not isinstance(value, InboundBudget):
-        raise ValidationError(
-            f"{field} must be a stepwatch.http.InboundBudget or None; got {value!r}",
-            field=field,
-            value=value,
-        )
-    return value

@@ -14,7 +14,7 @@ from anyio.lowlevel import checkpoint
 
 from .._errors import ValidationError
 from ._budget import format_grpc_timeout, format_ms, parse_grpc_timeout, parse_ms
-from ._config import OutboundBudget
+from ._config import OutboundBudget, config_or_default
 from ._propagation import inject_context
 from ._telemetry import count, http_metrics, observe, set_attributes
 
@@ -194,14 +194,7 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
         metrics: bool = True,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        if budget is not None and not isinstance(budget, OutboundBudget):
-            raise ValidationError(
-                f"DeadlineTransport.budget must be a stepwatch.http.OutboundBudget or None; "
-                f"got {budget!r}",
-                field="DeadlineTransport.budget",
-                value=budget,
-            )
-        self.budget = budget or OutboundBudget()
+        self.budget = config_or_default("DeadlineTransport.budget", budget, OutboundBudget)
         self.target = check_target("DeadlineTransport", target)
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
         self._metrics = http_metrics(registry) if metrics else None
