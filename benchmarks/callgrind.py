@@ -50,24 +50,45 @@ REFRESH = ".venv/bin/python -m benchmarks.callgrind --update-baseline"
 
 @dataclass(frozen=True)
 class Pair:
-    """A stepwatch variant, its hand-written baseline and the issue-10 target."""
+    """A stepwatch variant, its hand-written baseline and the issue-10 target.
+
+    The report (``run.py``) judges each pair twice against the same target: as instruction
+    counts here, and as wall-clock time, where ``timed`` names it with its baseline in full.
+    """
 
     key: str
     what: str
     stepwatch: str
     baseline: str
     target: float
+    timed: str
 
 
 PAIRS = (
-    Pair("off", "telemetry off, group deadline only", "sw_off", "anyio", 1.2),
-    Pair("own", "telemetry off, per-child deadlines", "sw_off_own", "anyio_own", 1.2),
+    Pair(
+        "off",
+        "telemetry off, group deadline only",
+        "sw_off",
+        "anyio",
+        1.2,
+        timed="telemetry off, group deadline only vs anyio TG + fail_after",
+    ),
+    Pair(
+        "own",
+        "telemetry off, per-child deadlines",
+        "sw_off_own",
+        "anyio_own",
+        1.2,
+        timed="telemetry off, per-child deadlines vs anyio TG + fail_after per child",
+    ),
     Pair(
         "defaults",
         "defaults (metrics, no SDK provider, logging) vs + one observe",
         "sw_defaults",
         "anyio_hist",
         1.2,
+        timed="defaults (metrics, no SDK provider, logging) vs anyio + one histogram observe "
+        "per child",
     ),
     Pair(
         "sdk",
@@ -75,6 +96,8 @@ PAIRS = (
         "sw_sdk",
         "anyio_span_hist",
         1.25,
+        timed="SDK TracerProvider + metrics vs anyio + one raw SDK span + one raw observe "
+        "per child",
     ),
 )
 VARIANTS = tuple(v for p in PAIRS for v in (p.stepwatch, p.baseline))

@@ -36,38 +36,9 @@ from ._stats import Series, ratio
 ROOT = Path(__file__).resolve().parent.parent
 
 # The issue-10 "Speed" targets: per child of a 1 000-child fan-out, stepwatch / the same
-# semantics by hand (key, what, stepwatch variant, baseline variant, limit).
+# semantics by hand, the pairs of `callgrind.PAIRS`: timed at this N (target key
+# "i10_<pair>"), then counted by callgrind ("cg_<pair>").
 ISSUE10_N = 1000
-ISSUE10_FANOUT = (
-    (
-        "i10_off",
-        "telemetry off, group deadline only vs anyio TG + fail_after",
-        "sw_off",
-        "anyio",
-        1.2,
-    ),
-    (
-        "i10_own",
-        "telemetry off, per-child deadlines vs anyio TG + fail_after per child",
-        "sw_off_own",
-        "anyio_own",
-        1.2,
-    ),
-    (
-        "i10_defaults",
-        "defaults (metrics, no SDK provider, logging) vs anyio + one histogram observe per child",
-        "sw_defaults",
-        "anyio_hist",
-        1.2,
-    ),
-    (
-        "i10_sdk",
-        "SDK TracerProvider + metrics vs anyio + one raw SDK span + one raw observe per child",
-        "sw_sdk",
-        "anyio_span_hist",
-        1.25,
-    ),
-)
 ISSUE10_LATENESS_LIMIT = 1.2
 
 
@@ -183,14 +154,11 @@ NOTES: dict[str, str] = {
 }
 
 
-def _note(key: str, missed: set[str]) -> str:
-    """The note for a missed target; a callgrind row points to its wall-clock row's note."""
-    if key.startswith("cg_"):
-        twin = "i10_" + key.removeprefix("cg_")
-        if twin in missed:
-            return "the same instruction counts as in the wall-clock note above."
-        return NOTES.get(twin, "not analysed yet.")
-    return NOTES.get(key, "not analysed yet.")
+def _note(target: Target, missed: set[str]) -> str:
+    """The note for a missed target; a callgrind row points to its wall-clock twin's note."""
+    if target.twin in missed:
+        return "the same instruction counts as in the wall-clock note above."
+    return NOTES.get(target.twin or target.key, "not analysed yet.")
 
 
 @dataclass
@@ -202,6 +170,7 @@ class Target:
     unit: str  # "x" for ratios, "ms" for absolute
     detail: str = ""
     issue10: bool = False  # one of the issue-10 "Speed" targets (listed first)
+    twin: str = ""  # a callgrind row: the key of the same pair's wall-clock row
 
     @property
     def passed(self) -> bool:
@@ -353,13 +322,14 @@ async def _fanout_section(plan: Plan, report: Report, targets: list[Target], pro
     at = results.get(ISSUE10_N)
     if at is not None:
         t = at.time
-        for key, what, sw, base, limit in ISSUE10_FANOUT:
+        for pair in callgrind.PAIRS:
+            sw, base = pair.stepwatch, pair.baseline
             if sw in t:
                 targets.append(
                     Target(
-                        key,
-                        f"{what} (N={ISSUE10_N})",
-                        limit,
+                        f"i10_{pair.key}",
+                        f"{pair.timed} (N={ISSUE10_N})",
+                        pair.target,
                         ratio(t[sw], t[base]),
                         "x",
                         f"{t[sw].median:.1f} vs {t[base].median:.1f} µs/child",
@@ -651,6 +621,7 @@ def _callgrind_section(report: Report, targets: list[Target], quick: bool) -> No
                 "x",
                 f"{per_child[pair.stepwatch]:,.0f} vs {per_child[pair.baseline]:,.0f} Ir/child",
                 issue10=True,
+                twin=f"i10_{pair.key}",
             )
         )
 
@@ -719,7 +690,7 @@ async def main_async(plan: Plan, args: argparse.Namespace) -> None:
         summary += ["### Missed targets: what limits them", ""]
         missed_keys = {t.key for t in missed}
         for t in missed:
-            summary.append(f"- **{t.what}**: {_note(t.key, missed_keys)}")
+            summary.append(f"- **{t.what}**: {_note(t, missed_keys)}")
         summary.append("")
     if NOTES.get("observations"):
         summary += ["### Other observations", "", NOTES["observations"], ""]
