@@ -32,11 +32,11 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from ._env import ROOT, version
+
 BASELINE = Path(__file__).resolve().parent / "callgrind_baseline.json"
 N = 1000
 MARGIN = 0.05
@@ -185,11 +185,7 @@ def ratios(per_child: dict[str, float]) -> dict[str, float]:
 def versions() -> dict[str, str]:
     """Python and library versions the counts depend on."""
     out = {"python": ".".join(map(str, sys.version_info[:3]))}
-    for name in VERSIONS:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
+    out.update((name, version(name)) for name in VERSIONS)
     return out
 
 

@@ -23,17 +23,15 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from . import _fanout, _lateness, _throughput, callgrind
+from ._env import ROOT, version
 from ._logs import quiet_structlog
 from ._stats import Series, ratio
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # The issue-10 "Speed" targets: per child of a 1 000-child fan-out, stepwatch / the same
 # semantics by hand, the pairs of `callgrind.PAIRS`: timed at this N (target key
@@ -193,13 +191,6 @@ class Target:
         return f"| {self.what} | {value} | {limit} | {verdict} | {margin} | {self.detail} |"
 
 
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def _machine() -> list[str]:
     cpu = platform.processor() or "unknown"
     try:
@@ -221,7 +212,7 @@ def _machine() -> list[str]:
         f"- Machine: {platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs{mem}",
         f"- Python {platform.python_version()} ({sys.implementation.name}), "
         + ", ".join(
-            f"{n} {_version(n)}"
+            f"{n} {version(n)}"
             for n in (
                 "stepwatch",
                 "anyio",
