@@ -268,10 +268,11 @@ def table(runs: list[dict[str, float]], label: str) -> list[str]:
         "of the ratio | target |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    per_run = [ratios(r) for r in runs]
     for p in PAIRS:
         sw = [r[p.stepwatch] for r in runs]
         hand = [r[p.baseline] for r in runs]
-        rs = [r[p.stepwatch] / r[p.baseline] for r in runs]
+        rs = [r[p.key] for r in per_run]
         spread = (max(rs) - min(rs)) / min(rs)
         lines.append(
             f"| {p.what} | {_range(sw)} | {_range(hand)} | {sum(rs) / len(rs):.3f}× | "
