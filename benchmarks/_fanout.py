@@ -46,7 +46,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from stepwatch import Flow, FlowExecutor, Parallel, Request
 
-from ._stats import Series, timed
+from ._stats import Series, rotated, timed
 
 GROUP_TIMEOUT = 20.0
 # The memory variants keep all N children alive under tracemalloc: 100 000 of them take
@@ -313,8 +313,7 @@ async def measure_time(n: int, repeats: int, provider: Any, telemetry: bool) -> 
         await fn()
     order = list(variants)
     for r in range(repeats):
-        rotated = order[r % len(order) :] + order[: r % len(order)]
-        for name in rotated:
+        for name in rotated(order, r):
             seconds = await timed(variants[name])
             result.time[name].add(seconds / n * 1e6)
     return result

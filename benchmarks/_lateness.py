@@ -36,7 +36,7 @@ from stepwatch import Flow, FlowExecutor, Parallel, Request, StepTimeoutError
 
 from ._fanout import TELEMETRY_OFF
 from ._logs import quiet_structlog
-from ._stats import Series, timed
+from ._stats import Series, rotated, timed
 
 DEADLINE = 0.05
 SLEEP = 10.0
@@ -120,8 +120,7 @@ async def measure(
         await anyio.sleep(BLOCK + 0.02)
     order = list(variants)
     for r in range(repeats):
-        rotated = order[r % len(order) :] + order[: r % len(order)]
-        for name in rotated:
+        for name in rotated(order, r):
             out[name].add((await timed(variants[name]) - DEADLINE) * 1e3)
             if blocked:  # let the abandoned thread finish; never more than one alive
                 await anyio.sleep(BLOCK + 0.01)
