@@ -327,52 +327,40 @@ async def _fanout_section(plan: Plan, report: Report, targets: list[Target], pro
                         issue10=True,
                     )
                 )
-    judged = [n for n in results if n >= 100]
-    worst_off = max(
-        judged, key=lambda n: ratio(results[n].time["sw_off"], results[n].time["anyio"])
+
+    def worst(key: str, what: str, limit: float, sw: str, base: str) -> None:
+        """A target judged at the N ≥ 100 (where ``sw`` was measured) with the worst ratio."""
+        judged = {
+            n: ratio(res.time[sw], res.time[base])
+            for n, res in results.items()
+            if n >= 100 and sw in res.time
+        }
+        if judged:
+            n = max(judged, key=judged.__getitem__)
+            targets.append(Target(key, what, limit, judged[n], "x", f"at N={n}"))
+
+    worst(
+        "off",
+        "per-child overhead, telemetry off vs anyio TG + fail_after (worst N ≥ 100)",
+        1.5,
+        "sw_off",
+        "anyio",
     )
-    targets.append(
-        Target(
-            "off",
-            "per-child overhead, telemetry off vs anyio TG + fail_after (worst N ≥ 100)",
-            1.5,
-            ratio(results[worst_off].time["sw_off"], results[worst_off].time["anyio"]),
-            "x",
-            f"at N={worst_off}",
-        )
+    worst(
+        "off_own",
+        "per-child overhead, children with own timeouts vs anyio + fail_after per child "
+        "(worst N ≥ 100)",
+        1.5,
+        "sw_off_own",
+        "anyio_own",
     )
-    worst_own = max(
-        judged, key=lambda n: ratio(results[n].time["sw_off_own"], results[n].time["anyio_own"])
+    worst(
+        "full",
+        "tracing + metrics on vs anyio + raw span + raw observe (worst N ≥ 100)",
+        1.3,
+        "sw_full",
+        "anyio_span_hist",
     )
-    targets.append(
-        Target(
-            "off_own",
-            "per-child overhead, children with own timeouts vs anyio + fail_after per child "
-            "(worst N ≥ 100)",
-            1.5,
-            ratio(results[worst_own].time["sw_off_own"], results[worst_own].time["anyio_own"]),
-            "x",
-            f"at N={worst_own}",
-        )
-    )
-    tele = [n for n in judged if "sw_full" in results[n].time]
-    if tele:
-        worst_full = max(
-            tele,
-            key=lambda n: ratio(results[n].time["sw_full"], results[n].time["anyio_span_hist"]),
-        )
-        targets.append(
-            Target(
-                "full",
-                "tracing + metrics on vs anyio + raw span + raw observe (worst N ≥ 100)",
-                1.3,
-                ratio(
-                    results[worst_full].time["sw_full"], results[worst_full].time["anyio_span_hist"]
-                ),
-                "x",
-                f"at N={worst_full}",
-            )
-        )
     report.add("")
 
 
