@@ -509,8 +509,8 @@ def _lateness_runs(plan: Plan, report: Report, targets: list[Target]) -> None:
     targets.append(
         Target(
             "i10_lateness",
-            f"deadline lateness p99, {n:,} sleeping children, 50 ms group deadline, defaults, "
-            f"vs asyncio TG + timeout, worst of {runs} runs",
+            f"deadline lateness p99, {n:,} sleeping children, {_lateness.DEADLINE * 1e3:.0f} ms "
+            f"group deadline, defaults, vs asyncio TG + timeout, worst of {runs} runs",
             ISSUE10_LATENESS_LIMIT,
             max(p99s),
             "x",
