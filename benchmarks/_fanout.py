@@ -101,7 +101,9 @@ class Fanout:
         self.tracer = provider.get_tracer("bench")
         names = [f"c{i}" for i in range(n)]
         self.names = names
-        self.flow = Flow("fan", [Parallel("p", [Request(c, "noop") for c in names], timeout=20)])
+        self.flow = Flow(
+            "fan", [Parallel("p", [Request(c, "noop") for c in names], timeout=GROUP_TIMEOUT)]
+        )
         self.flow_own = Flow(
             "fan_own",
             [
