@@ -46,7 +46,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from stepwatch import Flow, FlowExecutor, Parallel, Request
 
-from ._stats import Series, timed
+from ._stats import Series, rotated, timed
 
 GROUP_TIMEOUT = 20.0
 # The memory variants keep all N children alive under tracemalloc: 100 000 of them take
@@ -101,7 +101,9 @@ class Fanout:
         self.tracer = provider.get_tracer("bench")
         names = [f"c{i}" for i in range(n)]
         self.names = names
-        self.flow = Flow("fan", [Parallel("p", [Request(c, "noop") for c in names], timeout=20)])
+        self.flow = Flow(
+            "fan", [Parallel("p", [Request(c, "noop") for c in names], timeout=GROUP_TIMEOUT)]
+        )
         self.flow_own = Flow(
             "fan_own",
             [
@@ -313,8 +315,7 @@ async def measure_time(n: int, repeats: int, provider: Any, telemetry: bool) -> 
         await fn()
     order = list(variants)
     for r in range(repeats):
-        rotated = order[r % len(order) :] + order[: r % len(order)]
-        for name in rotated:
+        for name in rotated(order, r):
             seconds = await timed(variants[name])
             result.time[name].add(seconds / n * 1e6)
     return result

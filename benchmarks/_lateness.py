@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import sys
 import time
@@ -37,7 +36,7 @@ from stepwatch import Flow, FlowExecutor, Parallel, Request, StepTimeoutError
 
 from ._fanout import TELEMETRY_OFF
 from ._logs import quiet_structlog
-from ._stats import Series
+from ._stats import Series, rotated, timed
 
 DEADLINE = 0.05
 SLEEP = 10.0
@@ -121,12 +120,8 @@ async def measure(
         await anyio.sleep(BLOCK + 0.02)
     order = list(variants)
     for r in range(repeats):
-        rotated = order[r % len(order) :] + order[: r % len(order)]
-        for name in rotated:
-            gc.collect()
-            start = time.perf_counter()
-            await variants[name]()
-            out[name].add((time.perf_counter() - start - DEADLINE) * 1e3)
+        for name in rotated(order, r):
+            out[name].add((await timed(variants[name]) - DEADLINE) * 1e3)
             if blocked:  # let the abandoned thread finish; never more than one alive
                 await anyio.sleep(BLOCK + 0.01)
     return out

@@ -55,6 +55,12 @@ def ratio(a: Series, b: Series) -> float:
     return a.median / b.median
 
 
+def rotated(names: list[str], r: int) -> list[str]:
+    """The order of repeat ``r``: ``names`` rotated by ``r``, so that drift hits each alike."""
+    k = r % len(names)
+    return names[k:] + names[:k]
+
+
 async def timed(fn: Callable[[], Awaitable[object]]) -> float:
     """Seconds one call of ``fn`` takes (after a full collection, GC left on)."""
     gc.collect()

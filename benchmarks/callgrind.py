@@ -32,11 +32,11 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from ._env import ROOT, version
+
 BASELINE = Path(__file__).resolve().parent / "callgrind_baseline.json"
 N = 1000
 MARGIN = 0.05
@@ -50,24 +50,45 @@ REFRESH = ".venv/bin/python -m benchmarks.callgrind --update-baseline"
 
 @dataclass(frozen=True)
 class Pair:
-    """A stepwatch variant, its hand-written baseline and the issue-10 target."""
+    """A stepwatch variant, its hand-written baseline and the issue-10 target.
+
+    The report (``run.py``) judges each pair twice against the same target: as instruction
+    counts here, and as wall-clock time, where ``timed`` names it with its baseline in full.
+    """
 
     key: str
     what: str
     stepwatch: str
     baseline: str
     target: float
+    timed: str
 
 
 PAIRS = (
-    Pair("off", "telemetry off, group deadline only", "sw_off", "anyio", 1.2),
-    Pair("own", "telemetry off, per-child deadlines", "sw_off_own", "anyio_own", 1.2),
+    Pair(
+        "off",
+        "telemetry off, group deadline only",
+        "sw_off",
+        "anyio",
+        1.2,
+        timed="telemetry off, group deadline only vs anyio TG + fail_after",
+    ),
+    Pair(
+        "own",
+        "telemetry off, per-child deadlines",
+        "sw_off_own",
+        "anyio_own",
+        1.2,
+        timed="telemetry off, per-child deadlines vs anyio TG + fail_after per child",
+    ),
     Pair(
         "defaults",
         "defaults (metrics, no SDK provider, logging) vs + one observe",
         "sw_defaults",
         "anyio_hist",
         1.2,
+        timed="defaults (metrics, no SDK provider, logging) vs anyio + one histogram observe "
+        "per child",
     ),
     Pair(
         "sdk",
@@ -75,6 +96,8 @@ PAIRS = (
         "sw_sdk",
         "anyio_span_hist",
         1.25,
+        timed="SDK TracerProvider + metrics vs anyio + one raw SDK span + one raw observe "
+        "per child",
     ),
 )
 VARIANTS = tuple(v for p in PAIRS for v in (p.stepwatch, p.baseline))
@@ -162,11 +185,7 @@ def ratios(per_child: dict[str, float]) -> dict[str, float]:
 def versions() -> dict[str, str]:
     """Python and library versions the counts depend on."""
     out = {"python": ".".join(map(str, sys.version_info[:3]))}
-    for name in VERSIONS:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
+    out.update((name, version(name)) for name in VERSIONS)
     return out
 
 
@@ -249,10 +268,11 @@ def table(runs: list[dict[str, float]], label: str) -> list[str]:
         "of the ratio | target |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    per_run = [ratios(r) for r in runs]
     for p in PAIRS:
         sw = [r[p.stepwatch] for r in runs]
         hand = [r[p.baseline] for r in runs]
-        rs = [r[p.stepwatch] / r[p.baseline] for r in runs]
+        rs = [r[p.key] for r in per_run]
         spread = (max(rs) - min(rs)) / min(rs)
         lines.append(
             f"| {p.what} | {_range(sw)} | {_range(hand)} | {sum(rs) / len(rs):.3f}× | "

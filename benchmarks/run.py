@@ -23,51 +23,20 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from . import _fanout, _lateness, _throughput, callgrind
+from ._env import ROOT, version
 from ._logs import quiet_structlog
 from ._stats import Series, ratio
 
-ROOT = Path(__file__).resolve().parent.parent
-
 # The issue-10 "Speed" targets: per child of a 1 000-child fan-out, stepwatch / the same
-# semantics by hand (key, what, stepwatch variant, baseline variant, limit).
+# semantics by hand, the pairs of `callgrind.PAIRS`: timed at this N (target key
+# "i10_<pair>"), then counted by callgrind ("cg_<pair>").
 ISSUE10_N = 1000
-ISSUE10_FANOUT = (
-    (
-        "i10_off",
-        "telemetry off, group deadline only vs anyio TG + fail_after",
-        "sw_off",
-        "anyio",
-        1.2,
-    ),
-    (
-        "i10_own",
-        "telemetry off, per-child deadlines vs anyio TG + fail_after per child",
-        "sw_off_own",
-        "anyio_own",
-        1.2,
-    ),
-    (
-        "i10_defaults",
-        "defaults (metrics, no SDK provider, logging) vs anyio + one histogram observe per child",
-        "sw_defaults",
-        "anyio_hist",
-        1.2,
-    ),
-    (
-        "i10_sdk",
-        "SDK TracerProvider + metrics vs anyio + one raw SDK span + one raw observe per child",
-        "sw_sdk",
-        "anyio_span_hist",
-        1.25,
-    ),
-)
 ISSUE10_LATENESS_LIMIT = 1.2
 
 
@@ -183,14 +152,11 @@ NOTES: dict[str, str] = {
 }
 
 
-def _note(key: str, missed: set[str]) -> str:
-    """The note for a missed target; a callgrind row points to its wall-clock row's note."""
-    if key.startswith("cg_"):
-        twin = "i10_" + key.removeprefix("cg_")
-        if twin in missed:
-            return "the same instruction counts as in the wall-clock note above."
-        return NOTES.get(twin, "not analysed yet.")
-    return NOTES.get(key, "not analysed yet.")
+def _note(target: Target, missed: set[str]) -> str:
+    """The note for a missed target; a callgrind row points to its wall-clock twin's note."""
+    if target.twin in missed:
+        return "the same instruction counts as in the wall-clock note above."
+    return NOTES.get(target.twin or target.key, "not analysed yet.")
 
 
 @dataclass
@@ -202,6 +168,7 @@ class Target:
     unit: str  # "x" for ratios, "ms" for absolute
     detail: str = ""
     issue10: bool = False  # one of the issue-10 "Speed" targets (listed first)
+    twin: str = ""  # a callgrind row: the key of the same pair's wall-clock row
 
     @property
     def passed(self) -> bool:
@@ -222,13 +189,6 @@ class Target:
         value = f"{self.value:.2f}{'×' if self.unit == 'x' else ' ' + self.unit}"
         limit = f"≤ {self.limit:g}{'×' if self.unit == 'x' else ' ' + self.unit}"
         return f"| {self.what} | {value} | {limit} | {verdict} | {margin} | {self.detail} |"
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _machine() -> list[str]:
@@ -252,7 +212,7 @@ def _machine() -> list[str]:
         f"- Machine: {platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs{mem}",
         f"- Python {platform.python_version()} ({sys.implementation.name}), "
         + ", ".join(
-            f"{n} {_version(n)}"
+            f"{n} {version(n)}"
             for n in (
                 "stepwatch",
                 "anyio",
@@ -353,65 +313,54 @@ async def _fanout_section(plan: Plan, report: Report, targets: list[Target], pro
     at = results.get(ISSUE10_N)
     if at is not None:
         t = at.time
-        for key, what, sw, base, limit in ISSUE10_FANOUT:
+        for pair in callgrind.PAIRS:
+            sw, base = pair.stepwatch, pair.baseline
             if sw in t:
                 targets.append(
                     Target(
-                        key,
-                        f"{what} (N={ISSUE10_N})",
-                        limit,
+                        f"i10_{pair.key}",
+                        f"{pair.timed} (N={ISSUE10_N})",
+                        pair.target,
                         ratio(t[sw], t[base]),
                         "x",
                         f"{t[sw].median:.1f} vs {t[base].median:.1f} µs/child",
                         issue10=True,
                     )
                 )
-    judged = [n for n in results if n >= 100]
-    worst_off = max(
-        judged, key=lambda n: ratio(results[n].time["sw_off"], results[n].time["anyio"])
+
+    def worst(key: str, what: str, limit: float, sw: str, base: str) -> None:
+        """A target judged at the N ≥ 100 (where ``sw`` was measured) with the worst ratio."""
+        judged = {
+            n: ratio(res.time[sw], res.time[base])
+            for n, res in results.items()
+            if n >= 100 and sw in res.time
+        }
+        if judged:
+            n = max(judged, key=judged.__getitem__)
+            targets.append(Target(key, what, limit, judged[n], "x", f"at N={n}"))
+
+    worst(
+        "off",
+        "per-child overhead, telemetry off vs anyio TG + fail_after (worst N ≥ 100)",
+        1.5,
+        "sw_off",
+        "anyio",
     )
-    targets.append(
-        Target(
-            "off",
-            "per-child overhead, telemetry off vs anyio TG + fail_after (worst N ≥ 100)",
-            1.5,
-            ratio(results[worst_off].time["sw_off"], results[worst_off].time["anyio"]),
-            "x",
-            f"at N={worst_off}",
-        )
+    worst(
+        "off_own",
+        "per-child overhead, children with own timeouts vs anyio + fail_after per child "
+        "(worst N ≥ 100)",
+        1.5,
+        "sw_off_own",
+        "anyio_own",
     )
-    worst_own = max(
-        judged, key=lambda n: ratio(results[n].time["sw_off_own"], results[n].time["anyio_own"])
+    worst(
+        "full",
+        "tracing + metrics on vs anyio + raw span + raw observe (worst N ≥ 100)",
+        1.3,
+        "sw_full",
+        "anyio_span_hist",
     )
-    targets.append(
-        Target(
-            "off_own",
-            "per-child overhead, children with own timeouts vs anyio + fail_after per child "
-            "(worst N ≥ 100)",
-            1.5,
-            ratio(results[worst_own].time["sw_off_own"], results[worst_own].time["anyio_own"]),
-            "x",
-            f"at N={worst_own}",
-        )
-    )
-    tele = [n for n in judged if "sw_full" in results[n].time]
-    if tele:
-        worst_full = max(
-            tele,
-            key=lambda n: ratio(results[n].time["sw_full"], results[n].time["anyio_span_hist"]),
-        )
-        targets.append(
-            Target(
-                "full",
-                "tracing + metrics on vs anyio + raw span + raw observe (worst N ≥ 100)",
-                1.3,
-                ratio(
-                    results[worst_full].time["sw_full"], results[worst_full].time["anyio_span_hist"]
-                ),
-                "x",
-                f"at N={worst_full}",
-            )
-        )
     report.add("")
 
 
@@ -560,8 +509,8 @@ def _lateness_runs(plan: Plan, report: Report, targets: list[Target]) -> None:
     targets.append(
         Target(
             "i10_lateness",
-            f"deadline lateness p99, {n:,} sleeping children, 50 ms group deadline, defaults, "
-            f"vs asyncio TG + timeout, worst of {runs} runs",
+            f"deadline lateness p99, {n:,} sleeping children, {_lateness.DEADLINE * 1e3:.0f} ms "
+            f"group deadline, defaults, vs asyncio TG + timeout, worst of {runs} runs",
             ISSUE10_LATENESS_LIMIT,
             max(p99s),
             "x",
@@ -651,6 +600,7 @@ def _callgrind_section(report: Report, targets: list[Target], quick: bool) -> No
                 "x",
                 f"{per_child[pair.stepwatch]:,.0f} vs {per_child[pair.baseline]:,.0f} Ir/child",
                 issue10=True,
+                twin=f"i10_{pair.key}",
             )
         )
 
@@ -719,7 +669,7 @@ async def main_async(plan: Plan, args: argparse.Namespace) -> None:
         summary += ["### Missed targets: what limits them", ""]
         missed_keys = {t.key for t in missed}
         for t in missed:
-            summary.append(f"- **{t.what}**: {_note(t.key, missed_keys)}")
+            summary.append(f"- **{t.what}**: {_note(t, missed_keys)}")
         summary.append("")
     if NOTES.get("observations"):
         summary += ["### Other observations", "", NOTES["observations"], ""]
