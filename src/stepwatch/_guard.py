@@ -243,8 +243,8 @@ def _give_up(step: Step, ctx: StepContext, error: Exception) -> Any:
     """After the last attempt: the fallback, the executor's recovery, or raise."""
     has_fallback = step.fallback is not NO_FALLBACK
     if ctx._status is Status.TIMED_OUT and isinstance(error, DeadlineExceededError):
-        _with_stack(error)
         if has_fallback and "timeout" in step.fallback_triggers:
+            _with_stack(error)
             ctx._status = Status.FALLBACK
             ctx._error = error
             return step.fallback
@@ -255,6 +255,7 @@ def _give_up(step: Step, ctx: StepContext, error: Exception) -> Any:
             except BaseException:
                 ctx._status = None  # the recovery raised: that is how the step ends
                 raise
+            _with_stack(error)
             ctx._error = error
             return value
     elif has_fallback and "failure" in step.fallback_triggers:

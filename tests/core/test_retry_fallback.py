@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import anyio
@@ -160,6 +161,18 @@ class TestFallback:
         flow = Flow("f", Request("r", "h", fallback="x"))
         with pytest.raises(StepFailedError):
             await FlowExecutor(handlers={"h": Flaky(1, ValueError("no"))}).run(flow)
+
+    async def test_a_raised_timeout_keeps_its_real_traceback(self) -> None:
+        """A timeout raised for want of a fallback has the traceback of where it was raised,
+        without a made-up stack (meant for hidden timeouts) repeating the frames under it."""
+        flow = Flow("f", Request("r", "h", timeout=0.05))
+        with pytest.raises(StepTimeoutError) as info:
+            await FlowExecutor(handlers={"h": Flaky(1, hang=True)}).run(flow)
+        names = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
+        assert names[0] == "test_a_raised_timeout_keeps_its_real_traceback", names
+        assert names.count(names[0]) == 1, names  # no frame under this test repeated
+        assert "<module>" not in names, names
+        assert names[-1] == "_give_up", names  # it ends where the guard raised it
 
 
 class TestRetriedComposite:
