@@ -243,6 +243,10 @@ class StepContext:
         # the executor's recovery for an expired own deadline (on_timeout="partial"),
         # or None; reset by every attempt
         "_recover",
+        # (error, retryable) once the guard has asked the retry predicate about the error
+        # it gives up with, so that nobody asks again (the predicate runs once per error);
+        # None otherwise; reset by every attempt
+        "_verdict",
     )
 
     def __init__(
@@ -277,6 +281,7 @@ class StepContext:
         self._late: Any = None
         self._end = math.nan
         self._recover: Callable[[BaseException], Any] | None = None
+        self._verdict: tuple[BaseException, bool] | None = None
         self._scope: CancelScope | None = None
         parent = self._parent
         parent_deadline = parent._deadline if parent is not None else math.inf

@@ -27,7 +27,7 @@ from anyio.lowlevel import checkpoint_if_cancelled
 from ._checkpoints import YIELD_INTERVAL, enter
 from ._context import ChildProgress, RunState, StepContext
 from ._errors import StepFailedError, StepwatchError, ValidationError
-from ._guard import DeadlineGuard
+from ._guard import DeadlineGuard, is_worth_retrying
 from ._outcome import CancelCause, Outcome, Status
 from ._protocols import ExecutorDecorator, Instrumentation, StepExecutor, StepHook
 from ._record import (
@@ -39,7 +39,6 @@ from ._record import (
     error_type,
 )
 from ._result import RunResult
-from ._retry import is_retryable
 from ._steps import Flow, Step, _FlowStep
 from ._text import clip
 from ._timeouts import TimeoutOptions, TimeoutValue, coerce_options, resolve_timeout
@@ -93,11 +92,6 @@ def set_defaults(
     with _defaults.lock:
         _defaults.executors = executors
         _defaults.instrumentation = instrumentation
-
-
-def _retryable(step: Step, exc: Exception) -> bool:
-    policy = step.retry_policy
-    return is_retryable(exc) if policy is None else bool(policy.retry_on(exc))
 
 
 class _Plan:
@@ -536,7 +530,7 @@ class FlowExecutor:
                     errors=(exc,),
                     attempts=ctx._attempt,
                     elapsed=end - now,
-                    retryable=_retryable(step, exc),
+                    retryable=is_worth_retrying(step, ctx, exc),
                 )
                 error.__cause__ = exc
             outcome = Outcome(

@@ -29,7 +29,7 @@ from ._errors import (
     StepwatchError,
 )
 from ._outcome import Status
-from ._retry import is_retryable
+from ._retry import retryable
 from ._steps import NO_FALLBACK, Step
 from ._text import clip
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ._context import StepContext
     from ._protocols import StepExecutor
 
-__all__ = ["FLOW", "DeadlineGuard"]
+__all__ = ["FLOW", "DeadlineGuard", "is_worth_retrying"]
 
 FLOW = "flow"
 """The step type of a run's root step (the flow itself)."""
@@ -127,8 +127,12 @@ class DeadlineGuard:
                 except Exception as exc:
                     error = exc
                 # a failed or timed-out attempt
-                if policy is None or ctx._attempt >= policy.attempts or not policy.retry_on(error):
+                if policy is None or ctx._attempt >= policy.attempts:
                     break
+                if not retryable(policy, error):
+                    ctx._verdict = (error, False)
+                    break
+                ctx._verdict = (error, True)  # kept if it is not retried after all
                 delay = policy.delay(ctx._attempt)
                 asked = policy.asked_delay(error)
                 if asked is not None:
@@ -243,8 +247,8 @@ def _give_up(step: Step, ctx: StepContext, error: Exception) -> Any:
     """After the last attempt: the fallback, the executor's recovery, or raise."""
     has_fallback = step.fallback is not NO_FALLBACK
     if ctx._status is Status.TIMED_OUT and isinstance(error, DeadlineExceededError):
-        _with_stack(error)
         if has_fallback and "timeout" in step.fallback_triggers:
+            _with_stack(error)
             ctx._status = Status.FALLBACK
             ctx._error = error
             return step.fallback
@@ -255,6 +259,7 @@ def _give_up(step: Step, ctx: StepContext, error: Exception) -> Any:
             except BaseException:
                 ctx._status = None  # the recovery raised: that is how the step ends
                 raise
+            _with_stack(error)
             ctx._error = error
             return value
     elif has_fallback and "failure" in step.fallback_triggers:
@@ -268,11 +273,6 @@ def _failure(step: Step, ctx: StepContext, error: Exception) -> StepFailedError:
     """The error a failure fallback replaced, as the StepFailedError the step would have
     raised (its ``__cause__`` is ``error``); telemetry tells a failure fallback from a
     timeout fallback by it."""
-    policy = step.retry_policy
-    try:
-        retryable = is_retryable(error) if policy is None else bool(policy.retry_on(error))
-    except Exception:  # a user predicate that raises: not worth retrying, say so
-        retryable = False
     wrapped = StepFailedError(
         f"{step.type} step {step.name!r} failed: {type(error).__name__}: {error}; "
         "its fallback was used",
@@ -281,10 +281,20 @@ def _failure(step: Step, ctx: StepContext, error: Exception) -> StepFailedError:
         errors=(error,),
         attempts=ctx._attempt,
         elapsed=ctx._run.clock() - ctx._started,
-        retryable=retryable,
+        retryable=is_worth_retrying(step, ctx, error),
     )
     wrapped.__cause__ = error
     return wrapped
+
+
+def is_worth_retrying(step: Step, ctx: StepContext, error: BaseException) -> bool:
+    """Whether ``error``, which ended ``step``, was worth retrying (a StepFailedError's
+    ``retryable``): what the guard's retry predicate said of it, or asked now if the guard
+    did not ask (no attempts left), so that the predicate runs once per error."""
+    verdict = ctx._verdict
+    if verdict is not None and verdict[0] is error:
+        return verdict[1]
+    return retryable(step.retry_policy, error)
 
 
 def _timeout_error(step: Step, ctx: StepContext) -> StepTimeoutError | FlowTimeoutError:

@@ -170,6 +170,16 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and not isinstance(exc, _NOT_TRANSIENT_OS)
 
 
+def retryable(policy: Retry | None, exc: BaseException) -> bool:
+    """Whether ``exc`` is worth another attempt under ``policy``: its ``retry_on``
+    predicate, or :func:`is_retryable` without a policy. A predicate that raises says no
+    (the step's own error is what it raises, not the predicate's)."""
+    try:
+        return is_retryable(exc) if policy is None else bool(policy.retry_on(exc))
+    except Exception:
+        return False
+
+
 _MAX_RETRY_AFTER_CHARS = 64
 
 

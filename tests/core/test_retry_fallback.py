@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import anyio
@@ -121,6 +122,58 @@ class TestRetry:
         assert outcome.attempts == 1 and len(flaky.calls) == 1
         assert 0.095 <= outcome.elapsed < 0.25  # ended when the quorum was met
 
+    @pytest.mark.parametrize(
+        ("verdict", "fallback"),
+        [(False, False), (True, False), (False, True), (True, True)],
+        ids=["not-retried", "retried", "not-retried-fallback", "retried-fallback"],
+    )
+    async def test_the_retry_predicate_runs_once_per_failed_attempt(
+        self, verdict: bool, fallback: bool
+    ) -> None:
+        """The retry_on predicate is asked once about each failed attempt's error, also for
+        the last one (whose answer becomes the error's retryable)."""
+        asked: list[BaseException] = []
+
+        def retry_on(exc: BaseException) -> bool:
+            asked.append(exc)
+            return verdict
+
+        flaky = Flaky(100, ConnectionError("reset"))
+        policy = Retry(attempts=3, initial=0.01, retry_on=retry_on)
+        options: dict[str, Any] = {"fallback": "x", "fallback_on": ("failure",)} if fallback else {}
+        flow = Flow("f", Request("r", "h", retry=policy, **options))
+        ex = FlowExecutor(handlers={"h": flaky})
+        if fallback:
+            result = await ex.run(flow)
+            error = result.outcomes["r"].error
+        else:
+            with pytest.raises(StepFailedError) as info:
+                await ex.run(flow)
+            error = info.value
+        assert isinstance(error, StepFailedError) and error.retryable is verdict
+        assert len(flaky.calls) == (3 if verdict else 1)
+        assert len(asked) == len(flaky.calls), asked
+
+    async def test_a_retry_predicate_that_raises_means_not_retryable(self) -> None:
+        """A retry_on predicate that raises is a no: the step fails once with its own error
+        (not the predicate's), recorded as not retryable."""
+        asked: list[BaseException] = []
+
+        def broken(exc: BaseException) -> bool:
+            asked.append(exc)
+            raise RuntimeError("the predicate broke")
+
+        flaky = Flaky(100, ConnectionError("reset"))
+        flow = Flow("f", Request("r", "h", retry=Retry(attempts=3, retry_on=broken)))
+        with pytest.raises(StepFailedError) as info:
+            await FlowExecutor(handlers={"h": flaky}).run(flow)
+        assert info.value.step_name == "r"
+        assert isinstance(info.value.__cause__, ConnectionError)
+        assert not info.value.retryable
+        assert len(flaky.calls) == len(asked) == 1
+        assert info.value.result is not None
+        assert info.value.result.outcomes["r"].status is Status.FAILED
+
     def test_retry_validation(self) -> None:
         """Bad retry settings name the field and value."""
         with pytest.raises(ValidationError, match=r"Retry.attempts must be >= 1; got 0"):
@@ -160,6 +213,18 @@ class TestFallback:
         flow = Flow("f", Request("r", "h", fallback="x"))
         with pytest.raises(StepFailedError):
             await FlowExecutor(handlers={"h": Flaky(1, ValueError("no"))}).run(flow)
+
+    async def test_a_raised_timeout_keeps_its_real_traceback(self) -> None:
+        """A timeout raised for want of a fallback has the traceback of where it was raised,
+        without a made-up stack (meant for hidden timeouts) repeating the frames under it."""
+        flow = Flow("f", Request("r", "h", timeout=0.05))
+        with pytest.raises(StepTimeoutError) as info:
+            await FlowExecutor(handlers={"h": Flaky(1, hang=True)}).run(flow)
+        names = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
+        assert names[0] == "test_a_raised_timeout_keeps_its_real_traceback", names
+        assert names.count(names[0]) == 1, names  # no frame under this test repeated
+        assert "<module>" not in names, names
+        assert names[-1] == "_give_up", names  # it ends where the guard raised it
 
 
 class TestRetriedComposite:
