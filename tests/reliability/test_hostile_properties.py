@@ -38,6 +38,7 @@ from stepwatch import (
     StepContext,
     StepwatchError,
 )
+from tests.helpers import memory_tracer
 from tests.reliability._trees import HostileBuilder, HostileProbe, Spec, hostile_specs
 
 EPS = 1e-6
@@ -205,14 +206,9 @@ def test_hostile_children_never_break_the_guarantees(
 
 
 def _telemetry() -> tuple[Any, Any, Any]:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from prometheus_client import CollectorRegistry
 
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = memory_tracer()
     return provider, exporter, CollectorRegistry()
 
 

@@ -28,6 +28,7 @@ from stepwatch import (
     StepFailedError,
     StepwatchError,
 )
+from tests.helpers import memory_tracer
 from tests.reliability._trees import Builder, Probe, Spec, ancestors, flow_timeouts, specs
 
 EPS = 1e-6  # virtual time: deadlines fire exactly
@@ -167,14 +168,9 @@ def test_no_task_is_alive_after_run_returns(spec: Spec, flow_timeout: float | No
 
 
 def _telemetry() -> tuple[Any, Any, Any]:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from prometheus_client import CollectorRegistry
 
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = memory_tracer()
     return provider, exporter, CollectorRegistry()
 
 

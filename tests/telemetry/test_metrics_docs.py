@@ -11,15 +11,13 @@ from typing import Any
 
 import anyio
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.exposition import generate_latest
 
 from stepwatch import Flow, FlowExecutor, Parallel, Request, Sequence, StepTimeoutError, Transform
 from stepwatch.telemetry._metrics_config import METRIC_NAMES
+from tests.helpers import memory_tracer
 
 ROOT = Path(__file__).resolve().parents[2]
 TELEMETRY = (ROOT / "docs" / "telemetry.md").read_text()
@@ -103,9 +101,7 @@ async def test_one_expired_deadline_in_a_trace_is_as_documented(anyio_backend: s
     """For one expired deadline exactly one span has error.type=timeout and the timeout
     event; the ERROR spans are that span and the ancestors the error passed through; the
     cut-off child is UNSET. The docs say so, and no longer claim a single red span."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = memory_tracer()
     ex = FlowExecutor(handlers={"fast": fast, "slow": slow}, tracer_provider=provider)
     flow = Flow(  # the tree drawn in docs/telemetry.md
         "checkout",

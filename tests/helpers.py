@@ -1,0 +1,28 @@
+"""Plain helpers shared by test modules of several packages (fixtures live in conftest.py).
+
+The OpenTelemetry SDK is imported by the helpers that need it, not by this module.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+
+def memory_tracer(
+    resource: Resource | None = None,
+) -> tuple[TracerProvider, InMemorySpanExporter]:
+    """A tracer provider exporting every ended span at once to an in-memory exporter:
+    ``exporter.get_finished_spans()`` has them. ``resource`` as ``TracerProvider`` takes it."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
