@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from prometheus_client import CollectorRegistry
 
 
 def memory_tracer(
@@ -26,3 +27,9 @@ def memory_tracer(
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider, exporter
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """A sample's value in ``registry`` (0 when the series does not exist)."""
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value

@@ -13,10 +13,9 @@ from prometheus_client import CollectorRegistry
 from stepwatch import CancelCause, Flow, FlowExecutor, Request, Status, ValidationError
 from stepwatch.http import DeadlineMiddleware, InboundBudget
 from stepwatch.testing import OutcomeRecorder, sleeping
-from tests.helpers import memory_tracer
+from tests.helpers import memory_tracer, sample
 
 from .apps import Probe
-from .conftest import sample
 from .servers import http_client, running
 
 pytestmark = pytest.mark.anyio

@@ -27,10 +27,9 @@ from stepwatch.http import (
 )
 from stepwatch.http._budget import parse_grpc_timeout, parse_ms
 from stepwatch.http._telemetry import MAX_TARGETS, HttpMetrics
-from tests.helpers import memory_tracer
+from tests.helpers import memory_tracer, sample
 
 from .apps import Probe
-from .conftest import sample
 from .servers import running
 
 pytestmark = pytest.mark.anyio

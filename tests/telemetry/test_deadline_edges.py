@@ -27,7 +27,7 @@ from stepwatch import (
     StepTimeoutError,
 )
 from stepwatch.testing import OutcomeRecorder, blocking, hold_loop, sleeping
-from tests.helpers import memory_tracer
+from tests.helpers import memory_tracer, sample
 
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
@@ -95,7 +95,7 @@ class Observed:
     logs: list[dict[str, Any]]
 
     def metric(self, name: str, **labels: str) -> float:
-        return self.registry.get_sample_value(name, {"flow": "f", **labels}) or 0.0
+        return sample(self.registry, name, flow="f", **labels)
 
 
 async def observe(flow: Flow, handlers: dict[str, Callable[[Any], Any]]) -> Observed:

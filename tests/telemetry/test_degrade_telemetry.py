@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from stepwatch import Flow, FlowExecutor, Parallel, Request, StepEnded
 from stepwatch.testing import failing, sleeping
-from tests.helpers import memory_tracer
+from tests.helpers import memory_tracer, sample
 
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
@@ -59,12 +59,11 @@ class Observed:
 
     def count(self, step: str, step_type: str, outcome: str) -> float:
         labels = {"flow": "f", "step": step, "step_type": step_type, "outcome": outcome}
-        value = self.registry.get_sample_value("stepwatch_step_duration_seconds_count", labels)
-        return value or 0.0
+        return sample(self.registry, "stepwatch_step_duration_seconds_count", **labels)
 
     def timeouts(self, step: str, step_type: str = "request") -> float:
         labels = {"flow": "f", "step": step, "step_type": step_type}
-        return self.registry.get_sample_value("stepwatch_step_timeouts_total", labels) or 0.0
+        return sample(self.registry, "stepwatch_step_timeouts_total", **labels)
 
 
 @pytest.fixture
