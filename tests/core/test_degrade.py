@@ -23,7 +23,7 @@ from stepwatch import (
     ValidationError,
 )
 
-from .helpers import Recorder, failer, sleeper
+from .helpers import Recorder, failer, quiet, sleeper
 
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
@@ -55,8 +55,9 @@ HANDLERS = {
 
 
 def executor(**kwargs: Any) -> FlowExecutor:
+    """A quiet executor with this module's handlers (unless others are given)."""
     kwargs.setdefault("handlers", HANDLERS)
-    return FlowExecutor(tracing=False, metrics=False, logging=False, **kwargs)
+    return quiet(**kwargs)
 
 
 def five_backends(**options: Any) -> Parallel:

@@ -13,7 +13,6 @@ from stepwatch import (
     CancelCause,
     DeadlineExceededError,
     Flow,
-    FlowExecutor,
     FlowTimeoutError,
     Loop,
     Parallel,
@@ -25,15 +24,13 @@ from stepwatch import (
 )
 from stepwatch.testing import OutcomeRecorder, blocking, hold_loop, sleeping
 
+from .helpers import quiet
+
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
 # Virtual time is exact on trio's MockClock; on asyncio real time passes, so the bounds
 # below allow generous slack for a slow, shared machine.
 SLACK = 0.25
-
-
-def quiet(**kwargs: Any) -> FlowExecutor:
-    return FlowExecutor(tracing=False, metrics=False, logging=False, **kwargs)
 
 
 async def cpu_after_io(params: Any) -> Any:
