@@ -27,6 +27,7 @@ from stepwatch import (
     StepTimeoutError,
 )
 from stepwatch.testing import OutcomeRecorder, blocking, hold_loop, sleeping
+from tests.core.helpers import cpu_after_io
 from tests.helpers import memory_tracer, sample
 
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
@@ -35,12 +36,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 async def wait_then_block(params: Any) -> Any:
     await anyio.sleep(0.01)  # every sibling has started by now
     hold_loop(1.0)
-    return params
-
-
-async def cpu_after_io(params: Any) -> Any:
-    await anyio.sleep(0)
-    hold_loop(0.01)
     return params
 
 
