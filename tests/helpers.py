@@ -5,7 +5,10 @@ The OpenTelemetry SDK is imported by the helpers that need it, not by this modul
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
+
+import pytest
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -33,3 +36,14 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     """A sample's value in ``registry`` (0 when the series does not exist)."""
     value = registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+def require_tool(path: str | None, missing: str, *, what: str = "this test") -> str:
+    """``path`` (where an external tool was found), or stop the test: skip it saying
+    ``missing``, except under ``CI=true``, where CI installs the tool and ``what`` is
+    mandatory: fail it."""
+    if path:
+        return path
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{missing}; CI=true makes {what} mandatory", pytrace=False)
+    pytest.skip(missing)
