@@ -11,13 +11,13 @@ baseline's. Refresh the baseline after a deliberate change with
 from __future__ import annotations
 
 import copy
-import os
 import sys
 from typing import Any
 
 import pytest
 
 from benchmarks import callgrind
+from tests.helpers import require_tool
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +30,11 @@ def per_child(baseline: dict[str, Any]) -> dict[str, float]:
     recorded = str(baseline["versions"]["python"]).split(".")[:2]
     if recorded != [str(v) for v in sys.version_info[:2]]:
         pytest.skip(f"baseline recorded on Python {'.'.join(recorded)}; refresh it on this one")
-    if callgrind.valgrind() is None:
-        message = "valgrind not found (apt-get install valgrind)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI=true makes the callgrind check mandatory", pytrace=False)
-        pytest.skip(message)
+    require_tool(
+        callgrind.valgrind(),
+        "valgrind not found (apt-get install valgrind)",
+        what="the callgrind check",
+    )
     return callgrind.measure()
 
 

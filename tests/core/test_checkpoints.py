@@ -13,7 +13,6 @@ import pytest
 from stepwatch import (
     CancelCause,
     Flow,
-    FlowExecutor,
     Loop,
     Parallel,
     Request,
@@ -23,11 +22,9 @@ from stepwatch import (
 )
 from stepwatch.testing import OutcomeRecorder, hold_loop
 
+from .helpers import quiet
+
 pytestmark = pytest.mark.anyio
-
-
-def quiet(**kwargs: Any) -> FlowExecutor:
-    return FlowExecutor(tracing=False, metrics=False, logging=False, **kwargs)
 
 
 class Entered:

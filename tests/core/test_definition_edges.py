@@ -26,6 +26,8 @@ from stepwatch import (
 from stepwatch.telemetry import MetricsConfig
 from stepwatch.testing import OutcomeRecorder, failing
 
+from .helpers import quiet
+
 HUGE = 10**400
 
 
@@ -151,14 +153,14 @@ class TestEmptyAndLong:
     async def test_empty_composite_succeeds_with_an_empty_dict(self, make: Any) -> None:
         """An empty Parallel / Sequence (a fan-out over nothing) succeeds with {}."""
         flow = Flow("f", make("empty", []))
-        result = await FlowExecutor(tracing=False, metrics=False, logging=False).run(flow)
+        result = await quiet().run(flow)
         assert result["empty"] == {}
 
     @pytest.mark.anyio
     async def test_loop_times_is_not_capped(self) -> None:
         """Loop(times=20 000) runs 20 000 iterations: times is never silently capped."""
         flow = Flow("f", Loop("loop", Transform("t", lambda ctx: 1, inline=True), times=20_000))
-        result = await FlowExecutor(tracing=False, metrics=False, logging=False).run(flow)
+        result = await quiet().run(flow)
         assert len(result["loop"]) == 20_000
 
     def test_times_above_max_iterations_is_rejected(self) -> None:

@@ -23,26 +23,9 @@ from stepwatch import (
     ValidationError,
 )
 
-from .helpers import Recorder, failer, sleeper
+from .helpers import Flaky, Recorder, failer, quiet, sleeper
 
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
-
-
-class Backend:
-    """Fails with ``error`` for the first ``failures`` calls, then answers ``value``."""
-
-    def __init__(self, failures: int, error: Exception, value: str = "ok") -> None:
-        self.failures = failures
-        self.error = error
-        self.value = value
-        self.calls = 0
-
-    async def __call__(self, params: Any) -> str:
-        self.calls += 1
-        await anyio.sleep(0.01)
-        if self.calls <= self.failures:
-            raise self.error
-        return self.value
 
 
 HANDLERS = {
@@ -55,8 +38,9 @@ HANDLERS = {
 
 
 def executor(**kwargs: Any) -> FlowExecutor:
+    """A quiet executor with this module's handlers (unless others are given)."""
     kwargs.setdefault("handlers", HANDLERS)
-    return FlowExecutor(tracing=False, metrics=False, logging=False, **kwargs)
+    return quiet(**kwargs)
 
 
 def five_backends(**options: Any) -> Parallel:
@@ -307,7 +291,7 @@ class TestFallbackOnFailure:
 
     async def test_applies_after_the_retries(self) -> None:
         """Retryable failures are retried first; the fallback comes after the last attempt."""
-        backend = Backend(10, ConnectionError("reset"))
+        backend = Flaky.times(10, ConnectionError("reset"), delay=0.01)
         step = Request(
             "r",
             "h",
@@ -318,7 +302,7 @@ class TestFallbackOnFailure:
         start = anyio.current_time()
         result = await executor(handlers={"h": backend}).run(Flow("f", step))
         assert result["r"] == "cached"
-        assert backend.calls == 3
+        assert len(backend.calls) == 3
         assert result.outcomes["r"].attempts == 3
         took = anyio.current_time() - start
         assert 0.03 + 0.1 + 0.2 - 0.005 <= took < 0.6  # three attempts and two backoffs
@@ -326,7 +310,7 @@ class TestFallbackOnFailure:
 
     async def test_success_after_retries_needs_no_fallback(self) -> None:
         """A retry that succeeds is a success: the fallback is not used."""
-        backend = Backend(1, ConnectionError("reset"))
+        backend = Flaky.times(1, ConnectionError("reset"), delay=0.01)
         step = Request("r", "h", retry=2, fallback="cached", fallback_on="failure")
         result = await executor(handlers={"h": backend}).run(Flow("f", step))
         assert result["r"] == "ok" and result.outcomes["r"].status is Status.SUCCEEDED

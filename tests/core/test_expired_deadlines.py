@@ -13,7 +13,6 @@ from stepwatch import (
     CancelCause,
     DeadlineExceededError,
     Flow,
-    FlowExecutor,
     FlowTimeoutError,
     Loop,
     Parallel,
@@ -25,22 +24,13 @@ from stepwatch import (
 )
 from stepwatch.testing import OutcomeRecorder, blocking, hold_loop, sleeping
 
+from .helpers import cpu_after_io, quiet
+
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
 # Virtual time is exact on trio's MockClock; on asyncio real time passes, so the bounds
 # below allow generous slack for a slow, shared machine.
 SLACK = 0.25
-
-
-def quiet(**kwargs: Any) -> FlowExecutor:
-    return FlowExecutor(tracing=False, metrics=False, logging=False, **kwargs)
-
-
-async def cpu_after_io(params: Any) -> Any:
-    """Awaits once, then holds the loop for 10 ms: I/O followed by CPU work."""
-    await anyio.sleep(0)
-    hold_loop(0.01)
-    return params
 
 
 def assert_one_outcome_per_child(err: StepTimeoutError, names: list[str]) -> None:

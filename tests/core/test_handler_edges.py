@@ -12,7 +12,6 @@ import pytest
 from stepwatch import (
     CancelCause,
     Flow,
-    FlowExecutor,
     Parallel,
     Request,
     Sequence,
@@ -22,11 +21,9 @@ from stepwatch import (
 )
 from stepwatch.testing import OutcomeRecorder, sleeping
 
+from .helpers import quiet
+
 pytestmark = [pytest.mark.anyio]
-
-
-def quiet(**kwargs: Any) -> FlowExecutor:
-    return FlowExecutor(tracing=False, metrics=False, logging=False, **kwargs)
 
 
 async def fetch(params: Any) -> str:

@@ -21,31 +21,15 @@ from stepwatch import (
     ValidationError,
 )
 
+from .helpers import Flaky
+
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
-
-
-class Flaky:
-    """Fails with ``exc`` for the first ``failures`` calls, then returns "ok"."""
-
-    def __init__(self, failures: int, exc: Exception | None = None, hang: bool = False) -> None:
-        self.failures = failures
-        self.exc = exc or ConnectionError("reset by peer")
-        self.hang = hang
-        self.calls: list[float] = []
-
-    async def __call__(self, params: Any) -> str:
-        self.calls.append(anyio.current_time())
-        if len(self.calls) <= self.failures:
-            if self.hang:
-                await anyio.sleep(100)
-            raise self.exc
-        return "ok"
 
 
 class TestRetry:
     async def test_retries_retryable_errors_until_success(self) -> None:
         """A ConnectionError is retried with backoff and the step succeeds on attempt 3."""
-        flaky = Flaky(2)
+        flaky = Flaky.times(2)
         flow = Flow("f", Request("r", "h", retry=Retry(attempts=3, initial=0.1, jitter=False)))
         result = await FlowExecutor(handlers={"h": flaky}).run(flow)
         assert result["r"] == "ok"
@@ -55,7 +39,7 @@ class TestRetry:
 
     async def test_non_retryable_errors_are_not_retried(self) -> None:
         """A ValueError is not retryable by default: one attempt, then StepFailedError."""
-        flaky = Flaky(5, ValueError("bad input"))
+        flaky = Flaky.times(5, ValueError("bad input"))
         flow = Flow("f", Request("r", "h", retry=5))
         with pytest.raises(StepFailedError) as info:
             await FlowExecutor(handlers={"h": flaky}).run(flow)
@@ -64,7 +48,7 @@ class TestRetry:
 
     async def test_each_attempt_gets_the_step_timeout(self) -> None:
         """An attempt that exceeds the step timeout is retried; the next one succeeds."""
-        flaky = Flaky(1, hang=True)
+        flaky = Flaky.times(1, hang=True)
         flow = Flow("f", Request("r", "h", timeout=0.1, retry=Retry(attempts=2, initial=0.01)))
         result = await FlowExecutor(handlers={"h": flaky}).run(flow)
         assert result["r"] == "ok"
@@ -73,7 +57,7 @@ class TestRetry:
 
     async def test_retries_stop_at_the_enclosing_deadline(self) -> None:
         """Retries never sleep past the group deadline; the group reports the timeout."""
-        flaky = Flaky(100)
+        flaky = Flaky.times(100)
         step = Request(
             "r", "h", retry=Retry(attempts=100, initial=0.04, multiplier=1, jitter=False)
         )
@@ -90,7 +74,7 @@ class TestRetry:
 
     async def test_no_retry_after_deadline_message(self) -> None:
         """A timed-out attempt whose retry would start past the deadline says so."""
-        flaky = Flaky(100, hang=True)
+        flaky = Flaky.times(100, hang=True)
         step = Request("r", "h", timeout=0.05, retry=Retry(attempts=5, initial=0.2, jitter=False))
         flow = Flow("f", Parallel("g", [step], timeout=0.2))
         with pytest.raises(StepTimeoutError, match="no retry: the next attempt would start"):
@@ -101,7 +85,7 @@ class TestRetry:
     async def test_cancelled_during_the_backoff(self, hang: bool) -> None:
         """A step cancelled while it waits between attempts (here by a met quorum) gets its
         parent's cause and ends when the cancel came, whatever its last attempt did."""
-        flaky = Flaky(100, hang=hang)
+        flaky = Flaky.times(100, hang=hang)
         group = Parallel(
             "g",
             [
@@ -194,7 +178,7 @@ class TestRetry:
 class TestFallback:
     async def test_fallback_used_when_the_step_times_out(self) -> None:
         """A step that times out with a fallback yields it; outcome status is fallback."""
-        flaky = Flaky(100, hang=True)
+        flaky = Flaky.times(100, hang=True)
         flow = Flow("f", [Request("r", "h", timeout=0.05, fallback={"stock": "unknown"})])
         result = await FlowExecutor(handlers={"h": flaky}).run(flow)
         assert result["r"] == {"stock": "unknown"}
@@ -205,14 +189,14 @@ class TestFallback:
     async def test_none_is_a_valid_fallback(self) -> None:
         """fallback=None is honoured (the sentinel for 'no fallback' is NO_FALLBACK)."""
         flow = Flow("f", Request("r", "h", timeout=0.05, fallback=None))
-        result = await FlowExecutor(handlers={"h": Flaky(1, hang=True)}).run(flow)
+        result = await FlowExecutor(handlers={"h": Flaky.times(1, hang=True)}).run(flow)
         assert result["r"] is None and result.outcomes["r"].status is Status.FALLBACK
 
     async def test_fallback_not_used_for_failures(self) -> None:
         """A failure is not a timeout: the fallback is not used, the error propagates."""
         flow = Flow("f", Request("r", "h", fallback="x"))
         with pytest.raises(StepFailedError):
-            await FlowExecutor(handlers={"h": Flaky(1, ValueError("no"))}).run(flow)
+            await FlowExecutor(handlers={"h": Flaky.times(1, ValueError("no"))}).run(flow)
 
     async def test_a_raised_timeout_keeps_its_real_traceback(self) -> None:
         """A timeout raised for want of a fallback has the traceback of where it was raised,

@@ -25,6 +25,7 @@ from stepwatch import (
     ValidationError,
     WorkersExhaustedError,
 )
+from tests.helpers import sample
 
 pytestmark = pytest.mark.anyio
 
@@ -54,10 +55,7 @@ def wait_until(check: Any, timeout: float = 5.0) -> bool:
 
 
 def abandoned_gauge(registry: CollectorRegistry) -> float:
-    value = registry.get_sample_value(
-        "stepwatch_abandoned_workers", {"flow": "f", "step_type": "request"}
-    )
-    return value or 0.0
+    return sample(registry, "stepwatch_abandoned_workers", flow="f", step_type="request")
 
 
 class TestQueuedIsNotAbandoned:

@@ -15,8 +15,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "dashboards" / "stepwatch.json"
@@ -218,11 +219,8 @@ def binary(name: str) -> str:
     these tests are mandatory there.
     """
     env = name.upper().replace("-", "_") + "_BIN"
-    path = os.environ.get(env) or shutil.which(name)
-    if path:
-        return path
     installer = _INSTALLERS.get(name, ".ci/install-prometheus.sh")
-    message = f"{name} binary not found (install it with `bash {installer}`, or set {env})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}; CI=true makes this test mandatory", pytrace=False)
-    pytest.skip(message)
+    return require_tool(
+        os.environ.get(env) or shutil.which(name),
+        f"{name} binary not found (install it with `bash {installer}`, or set {env})",
+    )

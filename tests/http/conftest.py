@@ -20,9 +20,3 @@ def backend(anyio_backend: Any) -> str:
 def registry() -> CollectorRegistry:
     """A fresh prometheus-client registry."""
     return CollectorRegistry()
-
-
-def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """A sample's value (0 when the series does not exist)."""
-    value = registry.get_sample_value(name, labels)
-    return 0.0 if value is None else value

@@ -8,17 +8,14 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 from stepwatch import CancelCause, Flow, FlowExecutor, Request, Status, ValidationError
 from stepwatch.http import DeadlineMiddleware, InboundBudget
 from stepwatch.testing import OutcomeRecorder, sleeping
+from tests.helpers import memory_tracer, sample
 
 from .apps import Probe
-from .conftest import sample
 from .servers import http_client, running
 
 pytestmark = pytest.mark.anyio
@@ -242,9 +239,7 @@ class TestTelemetry:
         """With the OpenTelemetry ASGI middleware outside, its span gets the budget."""
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-        exporter = InMemorySpanExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider, exporter = memory_tracer()
         inner = DeadlineMiddleware(Probe(), InboundBudget(default=1), metrics=False)
         app = OpenTelemetryMiddleware(inner, tracer_provider=provider)
         async with running(app, backend) as url:
@@ -263,9 +258,7 @@ class TestTelemetry:
         self, backend: str
     ) -> None:
         """Without a server span, the caller's traceparent becomes the flow span's parent."""
-        exporter = InMemorySpanExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider, exporter = memory_tracer()
         executor = FlowExecutor(
             handlers={"fast": sleeping(0)}, tracer_provider=provider, metrics=False
         )

@@ -32,9 +32,9 @@ from stepwatch.http import (
     OutboundBudget,
 )
 from stepwatch.http._budget import parse_ms
+from tests.helpers import sample
 
 from .apps import _lifespan
-from .conftest import sample
 from .servers import http_client, running
 
 pytestmark = pytest.mark.anyio

@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from stepwatch import ValidationError
 from stepwatch.http import InboundBudget, JsonRpcApp, JsonRpcError
+from tests.helpers import sample
 
-from .conftest import sample
 from .servers import http_client, running
 
 pytestmark = pytest.mark.anyio

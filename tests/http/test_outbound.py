@@ -7,9 +7,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 from stepwatch import (
@@ -30,9 +27,9 @@ from stepwatch.http import (
 )
 from stepwatch.http._budget import parse_grpc_timeout, parse_ms
 from stepwatch.http._telemetry import MAX_TARGETS, HttpMetrics
+from tests.helpers import memory_tracer, sample
 
 from .apps import Probe
-from .conftest import sample
 from .servers import running
 
 pytestmark = pytest.mark.anyio
@@ -295,16 +292,9 @@ class TestRemoteDeadline:
 class TestTracePropagation:
     """The trace context travels with the request, composed with the contrib instrumentation."""
 
-    @staticmethod
-    def _provider() -> tuple[TracerProvider, InMemorySpanExporter]:
-        exporter = InMemorySpanExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        return provider, exporter
-
     async def test_current_span_is_injected(self) -> None:
         """The current span becomes the traceparent's parent; propagate_trace=False: none."""
-        provider, _ = self._provider()
+        provider, _ = memory_tracer()
         capture = _Capture()
         off = DeadlineTransport(capture, budget=OutboundBudget(propagate_trace=False))
         async with (
@@ -324,7 +314,7 @@ class TestTracePropagation:
         """Either nesting order: one traceparent, naming the instrumentation's client span."""
         from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
 
-        provider, exporter = self._provider()
+        provider, exporter = memory_tracer()
         capture = _Capture()
         if order == "deadline-outside":
             inner = AsyncOpenTelemetryTransport(capture, tracer_provider=provider)
@@ -349,7 +339,7 @@ class TestTracePropagation:
 
     async def test_time_left_is_an_attribute_of_the_current_span(self) -> None:
         """The span current at send time gets stepwatch.deadline.time_left and budget_sent."""
-        provider, exporter = self._provider()
+        provider, exporter = memory_tracer()
         transport = DeadlineTransport(_Capture(), budget=OutboundBudget(margin=0.1))
         async with httpx.AsyncClient(transport=transport) as client:
             with provider.get_tracer("t").start_as_current_span("step"), anyio.fail_after(1):

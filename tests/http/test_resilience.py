@@ -33,9 +33,9 @@ from stepwatch import (
     StepFailedError,
 )
 from stepwatch.http import DeadlineTransport
+from tests.helpers import sample
 
 from .apps import _lifespan
-from .conftest import sample
 from .servers import running
 
 pytestmark = pytest.mark.anyio

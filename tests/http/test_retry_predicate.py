@@ -33,6 +33,7 @@ from stepwatch import (
 )
 from stepwatch._retry import parse_retry_after
 from stepwatch.http import BudgetExhaustedError, JsonRpcProtocolError, JsonRpcTransportError
+from tests.core.helpers import Flaky
 
 pytestmark = pytest.mark.anyio
 
@@ -341,25 +342,7 @@ class TestRetryAfter:
 # -- through a flow ------------------------------------------------------------------------------
 
 
-class Backend:
-    """Raises ``errors`` in turn (an exception instance, or a factory), then returns "ok"."""
-
-    def __init__(self, *errors: Any) -> None:
-        self.errors = list(errors)
-        self.calls: list[float] = []
-
-    async def __call__(self, params: Any) -> str:
-        self.calls.append(anyio.current_time())
-        if len(self.calls) <= len(self.errors):
-            error = self.errors[len(self.calls) - 1]
-            raise error() if callable(error) else error
-        return "ok"
-
-    def gaps(self) -> list[float]:
-        return [b - a for a, b in zip(self.calls, self.calls[1:], strict=False)]
-
-
-def run(backend: Backend, step: Any, *, timeout: float | None = None) -> Any:
+def run(backend: Flaky, step: Any, *, timeout: float | None = None) -> Any:
     flow = Flow("f", [step], timeout=timeout)
     return FlowExecutor(handlers={"h": backend}, metrics=False, tracing=False).run(flow)
 
@@ -371,21 +354,21 @@ FAST = Retry(attempts=3, initial=0.01, jitter=False)
 class TestRetriesInAFlow:
     async def test_httpx_transport_errors_are_retried_by_default(self) -> None:
         """retry=3 around an httpx call retries ConnectError and ReadTimeout, then succeeds."""
-        backend = Backend(httpx.ConnectError("refused"), httpx.ReadTimeout("slow"))
+        backend = Flaky(httpx.ConnectError("refused"), httpx.ReadTimeout("slow"))
         result = await run(backend, Request("r", "h", retry=3))
         assert result["r"] == "ok"
         assert result.outcomes["r"].attempts == 3
 
     async def test_aiohttp_connection_errors_are_retried_by_default(self) -> None:
         """aiohttp's disconnects and payload errors are retried too."""
-        backend = Backend(aiohttp.ServerDisconnectedError("bye"), aiohttp.ClientPayloadError("cut"))
+        backend = Flaky(aiohttp.ServerDisconnectedError("bye"), aiohttp.ClientPayloadError("cut"))
         result = await run(backend, Request("r", "h", retry=FAST))
         assert result.outcomes["r"].attempts == 3
 
     @pytest.mark.parametrize("status", [400, 401, 403, 404, 422, 500])
     async def test_status_errors_are_not_retried(self, status: int) -> None:
         """A 4xx (or a 500) from raise_for_status() fails at once, whatever retry says."""
-        backend = Backend(*[status_error(status)] * 5)
+        backend = Flaky(*[status_error(status)] * 5)
         with pytest.raises(StepFailedError) as info:
             await run(backend, Request("r", "h", retry=5))
         assert len(backend.calls) == 1
@@ -394,7 +377,7 @@ class TestRetriesInAFlow:
 
     async def test_programming_errors_are_not_retried(self) -> None:
         """A TypeError in the handler is a bug: one attempt."""
-        backend = Backend(*[TypeError("unsupported operand")] * 5)
+        backend = Flaky(*[TypeError("unsupported operand")] * 5)
         with pytest.raises(StepFailedError):
             await run(backend, Request("r", "h", retry=5))
         assert len(backend.calls) == 1
@@ -402,7 +385,7 @@ class TestRetriesInAFlow:
     async def test_retry_after_sets_the_least_backoff(self) -> None:
         """A 503 with Retry-After: 0.3 waits that long before the retry, not the 10 ms
         backoff."""
-        backend = Backend(status_error(503, {"Retry-After": "0.3"}))
+        backend = Flaky(status_error(503, {"Retry-After": "0.3"}))
         result = await run(backend, Request("r", "h", retry=FAST), timeout=5)
         assert result["r"] == "ok"
         (gap,) = backend.gaps()
@@ -414,7 +397,7 @@ class TestRetriesInAFlow:
         now = 1_700_000_000.7
         monkeypatch.setattr("stepwatch._retry.time", SimpleNamespace(time=lambda: now))
         when = email.utils.formatdate(now + 0.3, usegmt=True)  # ...:01 GMT
-        backend = Backend(status_error(429, {"Retry-After": when}))
+        backend = Flaky(status_error(429, {"Retry-After": when}))
         result = await run(backend, Request("r", "h", retry=FAST), timeout=5)
         assert result["r"] == "ok"
         (gap,) = backend.gaps()
@@ -423,7 +406,7 @@ class TestRetriesInAFlow:
     async def test_retry_after_past_the_deadline_is_not_waited_for(self) -> None:
         """Retry-After longer than the time left: no retry, the 503 is raised at once and
         says why."""
-        backend = Backend(*[status_error(503, {"Retry-After": "2"})] * 3)
+        backend = Flaky(*[status_error(503, {"Retry-After": "2"})] * 3)
         start = anyio.current_time()
         with pytest.raises(StepFailedError) as info:
             await run(backend, Request("r", "h", retry=FAST), timeout=0.5)
@@ -437,7 +420,7 @@ class TestRetriesInAFlow:
 
     async def test_retry_after_past_a_group_deadline(self) -> None:
         """Inside a parallel group the group's deadline bounds the wait the same way."""
-        backend = Backend(*[status_error(429, {"Retry-After": "1"})] * 3)
+        backend = Flaky(*[status_error(429, {"Retry-After": "1"})] * 3)
         group = Parallel("g", [Request("r", "h", retry=FAST)], timeout=0.3)
         with pytest.raises(StepFailedError):
             await run(backend, group)
@@ -446,7 +429,7 @@ class TestRetriesInAFlow:
     async def test_huge_retry_after_is_not_waited_for(self) -> None:
         """An enormous Retry-After without any deadline is still not slept: it exceeds
         max_delay."""
-        backend = Backend(*[status_error(503, {"Retry-After": "9" * 40})] * 3)
+        backend = Flaky(*[status_error(503, {"Retry-After": "9" * 40})] * 3)
         start = anyio.current_time()
         with pytest.raises(StepFailedError) as info:
             await run(backend, Request("r", "h", timeout=math.inf, retry=FAST))
@@ -456,7 +439,7 @@ class TestRetriesInAFlow:
 
     async def test_garbage_retry_after_falls_back_to_the_backoff(self) -> None:
         """An unusable Retry-After is ignored: the policy's own backoff applies."""
-        backend = Backend(status_error(503, {"Retry-After": "tomorrow-ish"}))
+        backend = Flaky(status_error(503, {"Retry-After": "tomorrow-ish"}))
         result = await run(backend, Request("r", "h", retry=FAST), timeout=5)
         assert result["r"] == "ok"
         (gap,) = backend.gaps()
@@ -465,7 +448,7 @@ class TestRetriesInAFlow:
     async def test_respect_retry_after_false(self) -> None:
         """respect_retry_after=False keeps the policy's backoff."""
         policy = Retry(attempts=2, initial=0.01, jitter=False, respect_retry_after=False)
-        backend = Backend(status_error(503, {"Retry-After": "3"}))
+        backend = Flaky(status_error(503, {"Retry-After": "3"}))
         result = await run(backend, Request("r", "h", retry=policy), timeout=1)
         assert result["r"] == "ok"
         (gap,) = backend.gaps()
@@ -476,7 +459,7 @@ class TestRetriesInAFlow:
         error = status_error(503, {"Retry-After": "2"})
         for _ in range(2):
             with pytest.raises(StepFailedError):
-                await run(Backend(error), Request("r", "h", retry=FAST), timeout=0.5)
+                await run(Flaky(error), Request("r", "h", retry=FAST), timeout=0.5)
         assert len(error.__notes__) == 1
 
     async def test_timeout_error_message_names_the_retry_after(self) -> None:
@@ -488,7 +471,7 @@ class TestRetriesInAFlow:
         def throttled() -> StepTimeoutError:
             return Throttled("slow", step_name="r", step_type="request", timeout=1, elapsed=1)
 
-        backend = Backend(throttled, throttled)
+        backend = Flaky(throttled, throttled)
         with pytest.raises(StepTimeoutError, match=r"no retry: .* asked to wait 1 s"):
             await run(backend, Request("r", "h", retry=FAST), timeout=0.5)
 
@@ -500,7 +483,7 @@ class TestRetriesInAFlow:
                 return True
             return is_retryable(exc)
 
-        backend = Backend(status_error(500), httpx.ReadError("reset"))
+        backend = Flaky(status_error(500), httpx.ReadError("reset"))
         policy = Retry(attempts=3, initial=0.01, retry_on=also_500)
         result = await run(backend, Request("r", "h", retry=policy))
         outcome = result.outcomes["r"]

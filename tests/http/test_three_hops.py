@@ -17,7 +17,6 @@ import httpx
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from stepwatch import (
@@ -31,6 +30,7 @@ from stepwatch import (
 )
 from stepwatch.http import JsonRpcApp, JsonRpcClient, OutboundBudget
 from stepwatch.testing import OutcomeRecorder
+from tests.helpers import memory_tracer
 
 from .servers import running
 
@@ -51,12 +51,11 @@ class Service:
     finished: list[float] = field(default_factory=list)
     cancelled: list[float] = field(default_factory=list)
     recorder: OutcomeRecorder = field(default_factory=OutcomeRecorder)
-    exporter: InMemorySpanExporter = field(default_factory=InMemorySpanExporter)
+    exporter: InMemorySpanExporter = field(init=False)
     provider: TracerProvider = field(init=False)
 
     def __post_init__(self) -> None:
-        self.provider = TracerProvider(resource=Resource.create({"service.name": self.name}))
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.provider, self.exporter = memory_tracer(Resource.create({"service.name": self.name}))
 
     async def tracked(self, fn: Callable[[], Any]) -> Any:
         """Run this service's work, noting when it finished or was cut off."""
@@ -268,9 +267,7 @@ class TestOneTrace:
     async def test_one_trace_across_four_services(self, backend: str, instrumented: bool) -> None:
         """Every span of every service has the edge's trace id, and each service's first
         span is a child of a span of its caller."""
-        edge_exporter = InMemorySpanExporter()
-        edge = TracerProvider(resource=Resource.create({"service.name": "edge"}))
-        edge.add_span_processor(SimpleSpanProcessor(edge_exporter))
+        edge, edge_exporter = memory_tracer(Resource.create({"service.name": "edge"}))
         async with system(backend, work={}, instrumented=instrumented) as s:
             await _edge_call(s.url, timeout=2.0, provider=edge, instrumented=instrumented)
         edge_spans = list(edge_exporter.get_finished_spans())

@@ -1,8 +1,10 @@
-"""Random flow trees for the property tests, and the probes that watch a run.
+"""Random flow trees for the property tests, the probes that watch a run, and the runner.
 
 A tree is drawn as nested specs (plain tuples) by a Hypothesis strategy, then built into
 stepwatch steps with unique names. Leaves are ``Delay`` steps and ``Request`` steps whose
 handler sleeps, optionally fails, and counts itself alive while it runs.
+:func:`run_on_mock_clock` runs one tree on trio's ``MockClock``, optionally under a caller
+that cancels.
 """
 
 from __future__ import annotations
@@ -11,26 +13,39 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
+import trio
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+from trio.testing import MockClock
 
 from stepwatch import (
     NO_FALLBACK,
     Branch,
     Delay,
+    Flow,
+    FlowExecutor,
     Loop,
     Outcome,
     Parallel,
     Request,
     Retry,
+    RunResult,
     Sequence,
     Step,
     StepContext,
     StepEnded,
     StepExecutor,
+    StepwatchError,
 )
+from tests.helpers import memory_tracer
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 DURATIONS = (0.0, 0.01, 0.03, 0.05, 0.1, 0.4, 2.0)
 TIMEOUTS = (None, None, None, 0.02, 0.06, 0.15, 0.5, 3.0, math.inf)
@@ -38,6 +53,15 @@ TIMEOUTS = (None, None, None, 0.02, 0.06, 0.15, 0.5, 3.0, math.inf)
 FAILURES = (None, None, "always", "retryable", "first")
 
 Spec = tuple[Any, ...]
+
+# Hypothesis settings of the property tests: derandomized (the same examples every run).
+PROPERTY_SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @st.composite
@@ -162,6 +186,10 @@ class Probe:
             return "ok"
         finally:
             self.live -= 1
+
+    def handlers(self) -> dict[str, Any]:
+        """The handlers of the leaves :class:`Builder` makes, by method name."""
+        return {"work": self.work}
 
     def step_finished(self, record: StepEnded, /) -> None:
         self.records.append((anyio.current_time(), record.outcome, record.context))
@@ -310,3 +338,102 @@ class HostileProbe(Probe):
     def sync(self, params: Any) -> str:
         self.entered += 1
         return "sync"
+
+    def handlers(self) -> dict[str, Any]:
+        """The handlers of the leaves :class:`HostileBuilder` makes, by method name."""
+        return {**super().handlers(), "hog": self.hog, "stubborn": self.stubborn, "sync": self.sync}
+
+
+# -- running a tree -----------------------------------------------------------------------
+
+P = TypeVar("P", bound=Probe)
+
+
+@dataclass
+class Run(Generic[P]):
+    """What one run of a tree showed."""
+
+    flow: Flow
+    probe: P
+    executor: FlowExecutor
+    result: RunResult | None  # None when the caller's cancellation propagated
+    error: StepwatchError | None
+    cancelled: bool  # the caller's cancellation propagated out of run()
+    elapsed: float
+    cancelled_at: float | None  # when the caller's cancel really happened (it may be late:
+    # a handler holding the loop delays the task that cancels)
+
+
+def run_on_mock_clock(
+    spec: Spec,
+    flow_timeout: float | None,
+    probe: P,
+    builder: Builder,
+    caller: Any = None,
+    **executor_options: Any,
+) -> Run[P]:
+    """Build ``spec`` into a flow with ``builder``, run it once on trio's
+    ``MockClock(autojump_threshold=0)`` with ``probe``'s handlers, hook and decorator,
+    and return what was observed (a StepwatchError's result is the run's result).
+
+    ``caller`` is who awaits ``run()``: ``None`` never cancels, ``"before"`` cancels before
+    the call, a number cancels at that virtual time. ``executor_options`` go to
+    ``FlowExecutor``; tracing, metrics and logging are off unless they turn them on.
+    """
+    flow = Flow("prop", [builder.build(spec)], timeout=flow_timeout)
+    executor = FlowExecutor(
+        handlers=probe.handlers(),
+        hooks=[probe],
+        decorators=[probe.decorator],
+        **{"tracing": False, "metrics": False, "logging": False, **executor_options},
+    )
+    out: dict[str, Any] = {"result": None, "error": None, "cancelled_at": None}
+
+    async def main() -> None:
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as scope:
+                if caller == "before":
+                    scope.cancel()
+                elif caller is not None:
+
+                    async def cancel_later() -> None:
+                        await trio.sleep(caller)
+                        out["cancelled_at"] = trio.current_time() - start
+                        scope.cancel()
+
+                    nursery.start_soon(cancel_later)
+                try:
+                    out["result"] = await executor.run(flow)
+                except StepwatchError as exc:
+                    out["result"], out["error"] = exc.result, exc
+                finally:
+                    out["elapsed"] = trio.current_time() - start
+            out["cancelled"] = scope.cancelled_caught
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=MockClock(autojump_threshold=0))
+    return Run(
+        flow,
+        probe,
+        executor,
+        out["result"],
+        out["error"],
+        out["cancelled"],
+        out["elapsed"],
+        out["cancelled_at"],
+    )
+
+
+def telemetry() -> tuple[TracerProvider, InMemorySpanExporter, CollectorRegistry]:
+    """An in-memory span exporter's provider, the exporter, and a fresh metrics registry:
+    pass them with ``tracing=True, tracer_provider=..., metrics=True, registry=...``."""
+    provider, exporter = memory_tracer()
+    return provider, exporter, CollectorRegistry()
+
+
+def counted(registry: CollectorRegistry, name: str) -> float:
+    """The sum of the samples called ``name`` over every label set (e.g. a counter's
+    ``..._total`` over all its series)."""
+    samples = (s for metric in registry.collect() for s in metric.samples if s.name == name)
+    return sum((s.value for s in samples), 0.0)

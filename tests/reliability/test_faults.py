@@ -25,6 +25,7 @@ from stepwatch import (
     StepTimeoutError,
 )
 from stepwatch.testing import OutcomeRecorder, sleeping
+from tests.helpers import memory_tracer
 
 pytestmark = pytest.mark.anyio
 
@@ -346,10 +347,7 @@ class TestConcurrencyAndCancellation:
     async def test_outside_cancel_mid_fan_out_is_not_a_timeout(self) -> None:
         """Cancelling the caller mid-fan-out propagates the cancellation: no timeout error,
         children cancelled with cause outside, no timeout counted, every span ended."""
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-        exporter = InMemorySpanExporter()
-        provider = _provider(exporter)
+        provider, exporter = memory_tracer()
         registry = CollectorRegistry()
         recorder = OutcomeRecorder()
         started = 0

@@ -19,106 +19,45 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from trio.testing import MockClock
 
-from stepwatch import (
-    Flow,
-    FlowExecutor,
-    Outcome,
-    Parallel,
-    RunResult,
-    Status,
-    StepContext,
-    StepwatchError,
+from stepwatch import FlowExecutor, Outcome, Parallel, Status, StepContext
+from tests.reliability._trees import (
+    PROPERTY_SETTINGS,
+    HostileBuilder,
+    HostileProbe,
+    Run,
+    Spec,
+    counted,
+    hostile_specs,
+    run_on_mock_clock,
+    telemetry,
 )
-from tests.reliability._trees import HostileBuilder, HostileProbe, Spec, hostile_specs
 
 EPS = 1e-6
 MAX_THREADS = 3
-
-SETTINGS = settings(
-    max_examples=300,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 
 flow_timeouts = st.sampled_from((None, None, 0.08, 0.3, 1.0))
 # the caller: no cancel, cancel before run(), or cancel at a virtual time during it
 callers = st.sampled_from((None, None, None, "before", 0.01, 0.05, 0.2))
 
 
-@dataclass
-class Run:
-    flow: Flow
-    probe: HostileProbe
-    executor: FlowExecutor
-    result: RunResult | None
-    error: BaseException | None
-    cancelled: bool
-    elapsed: float
-    cancelled_at: float | None  # when the caller's cancel really happened (it may be late:
-    # a handler holding the loop delays the task that cancels)
-
-
-def run_hostile(spec: Spec, flow_timeout: float | None, caller: Any, **options: Any) -> Run:
-    probe = HostileProbe()
-    flow = Flow("prop", [HostileBuilder().build(spec)], timeout=flow_timeout)
-    executor = FlowExecutor(
-        handlers={
-            "work": probe.work,
-            "hog": probe.hog,
-            "stubborn": probe.stubborn,
-            "sync": probe.sync,
-        },
-        hooks=[probe],
-        decorators=[probe.decorator],
+def run_hostile(
+    spec: Spec, flow_timeout: float | None, caller: Any, **options: Any
+) -> Run[HostileProbe]:
+    """Run a tree with the hostile leaves and at most ``MAX_THREADS`` worker threads."""
+    return run_on_mock_clock(
+        spec,
+        flow_timeout,
+        HostileProbe(),
+        HostileBuilder(),
+        caller,
         max_threads=MAX_THREADS,
-        **{"tracing": False, "metrics": False, "logging": False, **options},
-    )
-    out: dict[str, Any] = {"result": None, "error": None, "cancelled_at": None}
-
-    async def main() -> None:
-        start = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            with trio.CancelScope() as scope:
-                if caller == "before":
-                    scope.cancel()
-                elif caller is not None:
-
-                    async def cancel_later() -> None:
-                        await trio.sleep(caller)
-                        out["cancelled_at"] = trio.current_time() - start
-                        scope.cancel()
-
-                    nursery.start_soon(cancel_later)
-                try:
-                    out["result"] = await executor.run(flow)
-                except StepwatchError as exc:
-                    out["result"], out["error"] = exc.result, exc
-                finally:
-                    out["elapsed"] = trio.current_time() - start
-            out["cancelled"] = scope.cancelled_caught
-            nursery.cancel_scope.cancel()
-
-    trio.run(main, clock=MockClock(autojump_threshold=0))
-    return Run(
-        flow,
-        probe,
-        executor,
-        out["result"],
-        out["error"],
-        out["cancelled"],
-        out["elapsed"],
-        out["cancelled_at"],
+        **options,
     )
 
 
@@ -128,7 +67,7 @@ def wait_for_threads(executor: FlowExecutor) -> None:
         time.sleep(0.005)
 
 
-def children_outcomes(run: Run, ctx: StepContext) -> dict[str, list[Outcome]]:
+def children_outcomes(run: Run[HostileProbe], ctx: StepContext) -> dict[str, list[Outcome]]:
     """What was recorded for the children of the parallel execution ``ctx``: their own
     records, and the records ``ctx`` made for them (never started, fallback)."""
     assert ctx.step is not None
@@ -142,7 +81,7 @@ def children_outcomes(run: Run, ctx: StepContext) -> dict[str, list[Outcome]]:
 
 
 @given(spec=hostile_specs(), flow_timeout=flow_timeouts, caller=callers)
-@SETTINGS
+@PROPERTY_SETTINGS
 def test_hostile_children_never_break_the_guarantees(
     spec: Spec, flow_timeout: float | None, caller: Any
 ) -> None:
@@ -204,35 +143,14 @@ def test_hostile_children_never_break_the_guarantees(
     assert run.executor.workers.abandoned == 0
 
 
-def _telemetry() -> tuple[Any, Any, Any]:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from prometheus_client import CollectorRegistry
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider, exporter, CollectorRegistry()
-
-
-def _sum(registry: Any, name: str) -> float:
-    total = 0.0
-    for metric in registry.collect():
-        for sample in metric.samples:
-            if sample.name == name:
-                total += sample.value
-    return total
-
-
 @given(spec=hostile_specs(), flow_timeout=flow_timeouts)
-@settings(SETTINGS, max_examples=120)
+@settings(PROPERTY_SETTINGS, max_examples=120)
 def test_hostile_children_telemetry_matches_outcomes(
     spec: Spec, flow_timeout: float | None
 ) -> None:
     """Spans equal executions and their outcomes; timeouts and overrun seconds counted
     equal the outcomes recorded."""
-    provider, exporter, registry = _telemetry()
+    provider, exporter, registry = telemetry()
     run = run_hostile(
         spec,
         flow_timeout,
@@ -253,9 +171,9 @@ def test_hostile_children_telemetry_matches_outcomes(
         assert by_span == Counter((o.name, o.status.telemetry) for o in own)
         steps = [o for o in own if o.step_type != "flow"]
         timeouts = sum(1 for o in steps if o.status.telemetry == "timeout")
-        assert _sum(registry, "stepwatch_step_timeouts_total") == timeouts
+        assert counted(registry, "stepwatch_step_timeouts_total") == timeouts
         overrun = sum(o.overrun or 0.0 for o in steps)
-        assert _sum(registry, "stepwatch_step_overrun_seconds_total") == pytest.approx(overrun)
+        assert counted(registry, "stepwatch_step_overrun_seconds_total") == pytest.approx(overrun)
         red = {
             s.attributes["stepwatch.step.name"]
             for s in spans

@@ -10,71 +10,34 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import trio
-from hypothesis import HealthCheck, given, settings
-from trio.testing import MockClock
+from hypothesis import given, settings
 
-from stepwatch import (
-    CancelCause,
-    Flow,
-    FlowExecutor,
-    Parallel,
-    RunResult,
-    Status,
-    StepFailedError,
-    StepwatchError,
+from stepwatch import CancelCause, Parallel, Status, StepFailedError
+from tests.reliability._trees import (
+    PROPERTY_SETTINGS,
+    Builder,
+    Probe,
+    Run,
+    Spec,
+    ancestors,
+    counted,
+    flow_timeouts,
+    run_on_mock_clock,
+    specs,
+    telemetry,
 )
-from tests.reliability._trees import Builder, Probe, Spec, ancestors, flow_timeouts, specs
 
 EPS = 1e-6  # virtual time: deadlines fire exactly
 
-PROPERTY_SETTINGS = settings(
-    max_examples=300,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 
-
-@dataclass
-class Run:
-    flow: Flow
-    probe: Probe
-    result: RunResult
-    error: StepwatchError | None
-    elapsed: float
-    extra: Any = None
-
-
-def run_tree(spec: Spec, flow_timeout: float | None, **executor_options: Any) -> Run:
+def run_tree(spec: Spec, flow_timeout: float | None, **executor_options: Any) -> Run[Probe]:
     """Build the flow, run it once on trio's mock clock, return what was observed."""
-    probe = Probe()
-    flow = Flow("prop", [Builder().build(spec)], timeout=flow_timeout)
-    executor = FlowExecutor(
-        handlers={"work": probe.work},
-        hooks=[probe],
-        decorators=[probe.decorator],
-        **{"tracing": False, "metrics": False, "logging": False, **executor_options},
-    )
-    out: dict[str, Any] = {}
-
-    async def main() -> None:
-        start = trio.current_time()
-        try:
-            out["result"] = await executor.run(flow)
-            out["error"] = None
-        except StepwatchError as exc:
-            out["result"], out["error"] = exc.result, exc
-        out["elapsed"] = trio.current_time() - start
-
-    trio.run(main, clock=MockClock(autojump_threshold=0))
-    assert out["result"] is not None, "an error without .result"
-    return Run(flow, probe, out["result"], out["error"], out["elapsed"])
+    run = run_on_mock_clock(spec, flow_timeout, Probe(), Builder(), **executor_options)
+    assert run.result is not None, "an error without .result"
+    return run
 
 
 @given(spec=specs(), flow_timeout=flow_timeouts)
@@ -166,21 +129,9 @@ def test_no_task_is_alive_after_run_returns(spec: Spec, flow_timeout: float | No
 # -- with tracing and metrics ------------------------------------------------------------
 
 
-def _telemetry() -> tuple[Any, Any, Any]:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from prometheus_client import CollectorRegistry
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider, exporter, CollectorRegistry()
-
-
 def _telemetry_landed() -> str | None:
     """None if tracing and metrics record something, else why not (the stubs are in)."""
-    provider, exporter, registry = _telemetry()
+    provider, exporter, registry = telemetry()
     run = run_tree(
         ("request", None, 0.0, None, None, False),
         None,
@@ -213,20 +164,12 @@ def _telemetry_outcome(outcome: Any) -> str:
     return str(outcome.status.telemetry)
 
 
-def _timeouts_counted(registry: Any) -> float:
-    total = 0.0
-    for metric in registry.collect():
-        if metric.name == "stepwatch_step_timeouts":
-            total += sum(s.value for s in metric.samples if s.name.endswith("_total"))
-    return total
-
-
 @pytest.mark.skipif(_NOT_LANDED is not None, reason=str(_NOT_LANDED))
 @given(spec=specs(), flow_timeout=flow_timeouts)
 @settings(PROPERTY_SETTINGS, max_examples=150)
 def test_telemetry_matches_the_outcomes(spec: Spec, flow_timeout: float | None) -> None:
     """One ended span per execution with its outcome, and timeouts counted == timeout outcomes."""
-    provider, exporter, registry = _telemetry()
+    provider, exporter, registry = telemetry()
     run = run_tree(
         spec, flow_timeout, tracing=True, tracer_provider=provider, metrics=True, registry=registry
     )
@@ -244,5 +187,5 @@ def test_telemetry_matches_the_outcomes(spec: Spec, flow_timeout: float | None) 
         for _, o, _ in run.probe.own_records()
         if _telemetry_outcome(o) == "timeout" and o.step_type != "flow"
     )
-    assert _timeouts_counted(registry) == timeouts
+    assert counted(registry, "stepwatch_step_timeouts_total") == timeouts
     provider.shutdown()

@@ -11,9 +11,6 @@ import textwrap
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 from stepwatch import (
@@ -27,6 +24,7 @@ from stepwatch import (
 )
 from stepwatch.telemetry import MetricsConfig
 from stepwatch.testing import failing, sleeping
+from tests.helpers import memory_tracer
 
 MIB = 1 << 20
 
@@ -152,9 +150,7 @@ class TestExceptionCopies:
         """A 10 MiB exception message reaches the caller's error, the exception event, the
         log event and the span statuses cut to about 1 KiB; ancestors name the child."""
         caplog.set_level(logging.WARNING, logger="stepwatch")
-        exporter = InMemorySpanExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider, exporter = memory_tracer()
         ex = FlowExecutor(
             handlers={"boom": failing(ValueError(HUGE))},
             tracer_provider=provider,

@@ -11,9 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
@@ -29,6 +27,8 @@ from stepwatch import (
     StepTimeoutError,
 )
 from stepwatch.testing import OutcomeRecorder, blocking, hold_loop, sleeping
+from tests.core.helpers import cpu_after_io
+from tests.helpers import memory_tracer, sample
 
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
@@ -36,12 +36,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 async def wait_then_block(params: Any) -> Any:
     await anyio.sleep(0.01)  # every sibling has started by now
     hold_loop(1.0)
-    return params
-
-
-async def cpu_after_io(params: Any) -> Any:
-    await anyio.sleep(0)
-    hold_loop(0.01)
     return params
 
 
@@ -96,13 +90,11 @@ class Observed:
     logs: list[dict[str, Any]]
 
     def metric(self, name: str, **labels: str) -> float:
-        return self.registry.get_sample_value(name, {"flow": "f", **labels}) or 0.0
+        return sample(self.registry, name, flow="f", **labels)
 
 
 async def observe(flow: Flow, handlers: dict[str, Callable[[Any], Any]]) -> Observed:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = memory_tracer()
     registry = CollectorRegistry()
     recorder = OutcomeRecorder()
     ex = FlowExecutor(
@@ -188,9 +180,7 @@ async def test_the_step_that_overran_is_named_by_span_metric_and_log() -> None:
 async def test_a_recovered_timeout_is_recorded_with_its_public_type_and_a_real_stack() -> None:
     """The exception event of a timeout hidden by on_timeout='partial' names the public
     class (stepwatch.StepTimeoutError) and carries the frames where the step ran."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = memory_tracer()
     ex = FlowExecutor(handlers={"slow": sleeping(10)}, tracer_provider=provider, metrics=False)
     flow = Flow("f", Parallel("p", [Request("a", "slow")], timeout=0.05, on_timeout="partial"))
     result = await ex.run(flow)

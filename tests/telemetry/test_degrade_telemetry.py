@@ -6,14 +6,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 
 from stepwatch import Flow, FlowExecutor, Parallel, Request, StepEnded
 from stepwatch.testing import failing, sleeping
+from tests.helpers import memory_tracer, sample
 
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
@@ -41,9 +40,7 @@ class Records:
 
 class Observed:
     def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.provider, self.exporter = memory_tracer()
         self.registry = CollectorRegistry()
         self.records = Records()
 
@@ -62,12 +59,11 @@ class Observed:
 
     def count(self, step: str, step_type: str, outcome: str) -> float:
         labels = {"flow": "f", "step": step, "step_type": step_type, "outcome": outcome}
-        value = self.registry.get_sample_value("stepwatch_step_duration_seconds_count", labels)
-        return value or 0.0
+        return sample(self.registry, "stepwatch_step_duration_seconds_count", **labels)
 
     def timeouts(self, step: str, step_type: str = "request") -> float:
         labels = {"flow": "f", "step": step, "step_type": step_type}
-        return self.registry.get_sample_value("stepwatch_step_timeouts_total", labels) or 0.0
+        return sample(self.registry, "stepwatch_step_timeouts_total", **labels)
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from typing import Any
 import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from structlog.testing import capture_logs
 
 from stepwatch import (
@@ -26,6 +24,7 @@ from stepwatch import (
 )
 from stepwatch.telemetry import add_trace_ids
 from stepwatch.testing import sleeping as sleeper
+from tests.helpers import memory_tracer
 
 from .handlers import Boom, boom
 
@@ -278,9 +277,7 @@ class TestTraceIds:
 
     async def test_step_events_carry_their_steps_span(self) -> None:
         """With tracing on, each step's events carry the ids of that step's span."""
-        exporter = InMemorySpanExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider, exporter = memory_tracer()
         ex = executor(tracing=True, tracer_provider=provider)
         with capture_logs(processors=[add_trace_ids]) as logs:
             await ex.run(Flow("f", Parallel("p", [Request("a", "fast"), Request("b", "fast")])))

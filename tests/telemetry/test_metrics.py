@@ -11,8 +11,6 @@ import anyio
 import prometheus_client
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import format_span_id, format_trace_id
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.openmetrics.exposition import generate_latest
@@ -32,6 +30,7 @@ from stepwatch import (
 from stepwatch.telemetry import MetricsConfig
 from stepwatch.telemetry._labels import OTHER, LabelGuard
 from stepwatch.telemetry._metrics_config import METRIC_NAMES
+from tests.helpers import memory_tracer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
@@ -258,9 +257,7 @@ async def test_flow_label_is_guarded() -> None:
 
 async def test_flow_exemplar_is_the_flow_span() -> None:
     """Flow duration exemplars carry the trace and span id of the ``flow {name}`` span."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = memory_tracer()
     registry = CollectorRegistry()
     ex = FlowExecutor(handlers=HANDLERS, registry=registry, tracer_provider=provider)
     await ex.run(Flow("ok", [Request("a", "fast")]))
@@ -563,9 +560,7 @@ def exemplars_of(registry: CollectorRegistry, step: str) -> list[dict[str, str]]
 
 async def test_exemplar_trace_id_is_the_span_trace_id() -> None:
     """Duration exemplars carry the trace and span id of the step's span."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = memory_tracer()
     registry = CollectorRegistry()
     ex = FlowExecutor(handlers=HANDLERS, registry=registry, tracer_provider=provider)
     tracer = provider.get_tracer("test")

@@ -4,6 +4,7 @@ like in a trace."""
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from pathlib import Path
@@ -11,37 +12,26 @@ from typing import Any
 
 import anyio
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.exposition import generate_latest
 
 from stepwatch import Flow, FlowExecutor, Parallel, Request, Sequence, StepTimeoutError, Transform
 from stepwatch.telemetry._metrics_config import METRIC_NAMES
+from stepwatch.testing import blocking, sleeping
+from tests.helpers import memory_tracer
 
 ROOT = Path(__file__).resolve().parents[2]
 TELEMETRY = (ROOT / "docs" / "telemetry.md").read_text()
 
 
-async def fast(params: Any) -> str:
-    await anyio.sleep(0.01)
-    return "ok"
+fast = sleeping(0.01, "ok")
+slow = sleeping(10, "late")
+hog = blocking(0.02, "late")  # holds the event loop past its 10 ms deadline: an overrun
 
 
-async def slow(params: Any) -> str:
-    await anyio.sleep(10)
-    return "late"
-
-
-def blocking(params: Any) -> str:
+def sync_blocking(params: Any) -> str:
     time.sleep(0.1)  # a sync handler: abandoned at the deadline, finishes late
-    return "late"
-
-
-async def hog(params: Any) -> str:
-    time.sleep(0.02)  # holds the event loop past its 10 ms deadline: an overrun
     return "late"
 
 
@@ -52,11 +42,12 @@ def documented_metrics() -> dict[str, tuple[str, set[str]]]:
     return {name: (kind, set(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
 
 
+@functools.cache
 def exported_registry() -> CollectorRegistry:
     """A registry after one timed-out run with a flow deadline and an overrun (every
-    metric has series)."""
+    metric has series). Made once: the tests only read it."""
     registry = CollectorRegistry()
-    handlers = {"fast": fast, "slow": slow, "blocking": blocking, "hog": hog}
+    handlers = {"fast": fast, "slow": slow, "blocking": sync_blocking, "hog": hog}
     ex = FlowExecutor(handlers=handlers, registry=registry, tracing=False)
     children = [
         Request("a", "fast"),
@@ -103,9 +94,7 @@ async def test_one_expired_deadline_in_a_trace_is_as_documented(anyio_backend: s
     """For one expired deadline exactly one span has error.type=timeout and the timeout
     event; the ERROR spans are that span and the ancestors the error passed through; the
     cut-off child is UNSET. The docs say so, and no longer claim a single red span."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = memory_tracer()
     ex = FlowExecutor(handlers={"fast": fast, "slow": slow}, tracer_provider=provider)
     flow = Flow(  # the tree drawn in docs/telemetry.md
         "checkout",

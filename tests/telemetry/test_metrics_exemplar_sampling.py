@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import format_span_id
 from prometheus_client import CollectorRegistry
 
 from stepwatch import Flow, FlowExecutor, Request, ValidationError
 from stepwatch.telemetry import MetricsConfig
+from tests.helpers import memory_tracer
 
 from .test_metrics import HANDLERS, exemplars_of
 
@@ -18,9 +16,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
 
 async def _two_runs(interval: float) -> tuple[list[str], str]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = memory_tracer()
     registry = CollectorRegistry()
     ex = FlowExecutor(
         handlers=HANDLERS,

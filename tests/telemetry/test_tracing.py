@@ -14,7 +14,6 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -38,6 +37,7 @@ from stepwatch import (
 )
 from stepwatch.telemetry import TracingConfig
 from stepwatch.testing import sleeping as sleeper
+from tests.helpers import memory_tracer
 
 from .handlers import Boom, boom
 
@@ -97,11 +97,9 @@ class Traces:
 
 @pytest.fixture
 def traces() -> Iterator[Traces]:
-    provider = TracerProvider()
-    exporter = InMemorySpanExporter()
+    provider, exporter = memory_tracer()
     tracker = Tracker()
     provider.add_span_processor(tracker)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield Traces(provider, exporter, tracker)
     assert tracker.unended() == []
     provider.shutdown()

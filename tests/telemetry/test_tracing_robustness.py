@@ -19,7 +19,6 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from stepwatch import (
     Flow,
@@ -34,6 +33,7 @@ from stepwatch import (
 )
 from stepwatch.telemetry import TracingConfig
 from stepwatch.testing import sleeping as sleeper
+from tests.helpers import memory_tracer
 
 pytestmark = pytest.mark.anyio
 
@@ -152,8 +152,7 @@ class TestSameBehaviour:
     async def test_tracing_on_and_off_give_the_same_results(self, case: str) -> None:
         """Results, errors and outcomes are identical with tracing on, detached, and off."""
         flow = FLOWS[case]
-        exporter = InMemorySpanExporter()
-        provider = provider_with(SimpleSpanProcessor(exporter))
+        provider, exporter = memory_tracer()
         off = await observe(executor(tracing=False), flow)
         on = await observe(executor(tracer_provider=provider), flow)
         detached = await observe(
@@ -243,8 +242,7 @@ class TestEndpointDown:
 class TestWorkerThreads:
     async def test_sync_handler_spans_nest_under_the_request_span(self) -> None:
         """A sync handler runs in a worker thread with its step's span current."""
-        exporter = InMemorySpanExporter()
-        provider = provider_with(SimpleSpanProcessor(exporter))
+        provider, exporter = memory_tracer()
         tracer = provider.get_tracer("app")
 
         def query(params: Any) -> str:
