@@ -122,7 +122,7 @@ class TestRetry:
             asked.append(exc)
             return verdict
 
-        flaky = Flaky(100, ConnectionError("reset"))
+        flaky = Flaky.times(100, ConnectionError("reset"))
         policy = Retry(attempts=3, initial=0.01, retry_on=retry_on)
         options: dict[str, Any] = {"fallback": "x", "fallback_on": ("failure",)} if fallback else {}
         flow = Flow("f", Request("r", "h", retry=policy, **options))
@@ -147,7 +147,7 @@ class TestRetry:
             asked.append(exc)
             raise RuntimeError("the predicate broke")
 
-        flaky = Flaky(100, ConnectionError("reset"))
+        flaky = Flaky.times(100, ConnectionError("reset"))
         flow = Flow("f", Request("r", "h", retry=Retry(attempts=3, retry_on=broken)))
         with pytest.raises(StepFailedError) as info:
             await FlowExecutor(handlers={"h": flaky}).run(flow)
@@ -203,7 +203,7 @@ class TestFallback:
         without a made-up stack (meant for hidden timeouts) repeating the frames under it."""
         flow = Flow("f", Request("r", "h", timeout=0.05))
         with pytest.raises(StepTimeoutError) as info:
-            await FlowExecutor(handlers={"h": Flaky(1, hang=True)}).run(flow)
+            await FlowExecutor(handlers={"h": Flaky.times(1, hang=True)}).run(flow)
         names = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
         assert names[0] == "test_a_raised_timeout_keeps_its_real_traceback", names
         assert names.count(names[0]) == 1, names  # no frame under this test repeated
