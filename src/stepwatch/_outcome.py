@@ -192,4 +192,3 @@ def new_outcome(
     outcome.overrun = overrun
     outcome.__class__ = Outcome
     return outcome  # type: ignore[no-any-return]
-

@@ -105,4 +105,3 @@ async def test_children_cut_off_at_a_deadline_leave_no_reference_cycles() -> Non
     # before the fix each child left ≈ 11 frames, 10 tracebacks and its task in one
     for kind in ("frame", "traceback", "Task", "coroutine", "StepContext"):
         assert garbage[kind] < n // 10, garbage.most_common(12)
-

@@ -41,7 +41,7 @@ class LeanHistogram(Histogram):
         self._counts = [0.0] * len(bounds)
         self._total = 0.0
         self._exemplar_of: list[Exemplar | None] = [None] * len(bounds)
-        self._edges = tuple(floatToGoString(b) for b in bounds)
+        self._edges = tuple(floatToGoString(b) for b in bounds)  # type: ignore[no-untyped-call]
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
         """Count ``amount`` in its bucket (the first bound >= it) and in the sum; keep

@@ -45,11 +45,11 @@ class StepSeries(_Exemplars):
 
     __slots__ = (
         "_cancelled",
-        "durations",
         "_exemplar_due",
         "_set",
         "_timeouts",
         "budget",
+        "durations",
         "flow",
         "in_progress",
         "live",
@@ -107,7 +107,7 @@ class StepSeries(_Exemplars):
 class FlowSeries(_Exemplars):
     """The labelled children of one flow's runs (the root step), created on first use."""
 
-    __slots__ = ("durations", "_exemplar_due", "_set", "_timeouts", "flow")
+    __slots__ = ("_exemplar_due", "_set", "_timeouts", "durations", "flow")
 
     def __init__(self, metric_set: MetricSet, flow: str) -> None:
         self._set = metric_set

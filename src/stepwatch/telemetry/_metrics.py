@@ -125,8 +125,10 @@ class Metrics:
         """Observe the duration, with an exemplar when one is due."""
         elapsed = record.outcome.elapsed
         exemplar = None
-        if traced and self.exemplars and series.exemplar_due(
-            result, elapsed, time.monotonic(), self.exemplar_interval
+        if (
+            traced
+            and self.exemplars
+            and series.exemplar_due(result, elapsed, time.monotonic(), self.exemplar_interval)
         ):
             exemplar = _exemplar()
         child = series.durations.get(result)
