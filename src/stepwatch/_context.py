@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -81,6 +82,8 @@ def _backend() -> tuple[Callable[[], float], Callable[[], Awaitable[None]]]:
     native = token.native_token
     if isinstance(native, asyncio.AbstractEventLoop):
         clock: Callable[[], float] = native.time  # what anyio's current_time() reads
+        if type(native).time is asyncio.BaseEventLoop.time:
+            clock = time.monotonic  # what BaseEventLoop.time() returns, one call less
     else:
         clock = token.backend_class.current_time
     return clock, token.backend_class.checkpoint_if_cancelled

@@ -28,7 +28,7 @@ from ._checkpoints import YIELD_INTERVAL, enter
 from ._context import ChildProgress, RunState, StepContext
 from ._errors import StepFailedError, StepwatchError, ValidationError
 from ._guard import DeadlineGuard, is_worth_retrying
-from ._outcome import CancelCause, Outcome, Status
+from ._outcome import CancelCause, Outcome, Status, new_outcome
 from ._protocols import ExecutorDecorator, Instrumentation, StepExecutor, StepHook
 from ._record import (
     DEFAULT_NEAR_TIMEOUT,
@@ -37,6 +37,7 @@ from ._record import (
     budget_ratio,
     child_counts,
     error_type,
+    new_record,
 )
 from ._result import RunResult
 from ._steps import Flow, Step, _FlowStep
@@ -502,7 +503,7 @@ class FlowExecutor:
             cause = _DEADLINE if owned else parent.cancel_cause()
             late = ctx._late
             failed = isinstance(late, BaseException)
-            outcome = Outcome(
+            outcome = new_outcome(
                 step.name,
                 step.type,
                 Status.CANCELLED,
@@ -533,7 +534,7 @@ class FlowExecutor:
                     retryable=is_worth_retrying(step, ctx, exc),
                 )
                 error.__cause__ = exc
-            outcome = Outcome(
+            outcome = new_outcome(
                 step.name,
                 step.type,
                 status,
@@ -550,7 +551,7 @@ class FlowExecutor:
             return outcome
         except BaseException as exc:  # KeyboardInterrupt, SystemExit: recorded, then raised
             end = _end_of(ctx)
-            outcome = Outcome(
+            outcome = new_outcome(
                 step.name,
                 step.type,
                 Status.FAILED,
@@ -563,9 +564,11 @@ class FlowExecutor:
             )
             self._ended(ctx, outcome, end, instrumentation, token, exc)
             raise
-        end = _end_of(ctx)
+        end = ctx._end
+        if end != end:  # nan: nothing stamped it (see _end_of)
+            end = run.clock()
         recovered = ctx._status
-        outcome = Outcome(
+        outcome = new_outcome(
             step.name,
             step.type,
             _SUCCEEDED if recovered is None else recovered,
@@ -638,7 +641,7 @@ class FlowExecutor:
             cancelled = None
             if step.concurrent and isinstance(ctx._progress, ChildProgress):
                 children, cancelled = child_counts(ctx._progress.outcomes)
-            return StepEnded(
+            return new_record(
                 step,
                 ctx,
                 outcome,
@@ -669,7 +672,7 @@ class FlowExecutor:
         children = cancelled = None
         if ctx._step is step and step.concurrent and isinstance(ctx._progress, ChildProgress):
             children, cancelled = child_counts(ctx._progress.outcomes)
-        return StepEnded(
+        return new_record(
             step,
             ctx,
             outcome,

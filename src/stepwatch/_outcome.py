@@ -7,7 +7,9 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CancelCause", "Outcome", "Status"]
+from ._frozen import writable_twin
+
+__all__ = ["CancelCause", "Outcome", "Status", "new_outcome"]
 
 
 class Status(enum.StrEnum):
@@ -155,3 +157,38 @@ class Outcome:
     _set_recovered,
     _set_overrun,
 ) = (Outcome.__dict__[f.name].__set__ for f in dataclasses.fields(Outcome))
+
+
+_OutcomeFields = writable_twin(Outcome)
+_new = object.__new__
+
+
+def new_outcome(
+    name: str,
+    step_type: str,
+    status: Status,
+    value: Any,
+    error: BaseException | None,
+    elapsed: float,
+    attempts: int,
+    cause: CancelCause | None,
+    timeout: float | None,
+    recovered: bool = False,
+    overrun: float | None = None,
+) -> Outcome:
+    """``Outcome(...)`` for the core's hot path (see ``_frozen``): the same object, built
+    at a third of the cost."""
+    outcome = _new(_OutcomeFields)
+    outcome.name = name
+    outcome.step_type = step_type
+    outcome.status = status
+    outcome.value = value
+    outcome.error = error
+    outcome.elapsed = elapsed
+    outcome.attempts = attempts
+    outcome.cause = cause
+    outcome.timeout = timeout
+    outcome.recovered = recovered
+    outcome.overrun = overrun
+    outcome.__class__ = Outcome
+    return outcome  # type: ignore[no-any-return]

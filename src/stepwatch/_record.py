@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import StepFailedError, StepwatchError
+from ._frozen import writable_twin
 from ._outcome import CancelCause, Outcome, Status
 
 if TYPE_CHECKING:
     from ._context import StepContext
     from ._steps import Step
 
-__all__ = ["DEFAULT_NEAR_TIMEOUT", "StepEnded", "error_type"]
+__all__ = ["DEFAULT_NEAR_TIMEOUT", "StepEnded", "error_type", "new_record"]
 
 DEFAULT_NEAR_TIMEOUT: Final = 0.8
 """Share of its budget above which a step that ended is ``near_timeout``."""
@@ -146,6 +147,42 @@ class StepEnded:
     _set_children,
     _set_cancelled,
 ) = (StepEnded.__dict__[f.name].__set__ for f in dataclasses.fields(StepEnded))
+
+
+_StepEndedFields = writable_twin(StepEnded)
+_new = object.__new__
+
+
+def new_record(
+    step: Step,
+    context: StepContext,
+    outcome: Outcome,
+    ended: float,
+    exception: BaseException | None,
+    error_type: str | None,
+    arose_here: bool,
+    budget_ratio: float | None,
+    near_timeout: bool,
+    pending: tuple[str, ...],
+    children: Mapping[str, int] | None,
+    cancelled: Mapping[str, int] | None,
+) -> StepEnded:
+    """``StepEnded(...)`` for the core's hot path (see ``_frozen``)."""
+    record = _new(_StepEndedFields)
+    record.step = step
+    record.context = context
+    record.outcome = outcome
+    record.ended = ended
+    record.exception = exception
+    record.error_type = error_type
+    record.arose_here = arose_here
+    record.budget_ratio = budget_ratio
+    record.near_timeout = near_timeout
+    record.pending = pending
+    record.children = children
+    record.cancelled = cancelled
+    record.__class__ = StepEnded
+    return record  # type: ignore[no-any-return]
 
 
 def error_type(status: Status, error: BaseException | None, overrun: float | None) -> str | None:

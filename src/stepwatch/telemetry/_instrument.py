@@ -47,11 +47,15 @@ class Telemetry:
 
     def step_ended(self, record: StepEnded, token: Any, /) -> None:
         span, series, debug = token
-        if self.metrics is not None:
-            self.metrics.end(record, series)
+        try:
+            result = record.result
+        except Exception:  # pragma: no cover - a bug here must not break a flow
+            return
+        if self.metrics is not None:  # exemplars: none while stepwatch's tracing is a no-op
+            self.metrics.end(record, series, result, span is not None or self.tracing is None)
         if self.logging is not None:
             try:  # noqa: SIM105 - hot path: suppress() would build an object per step
-                self.logging.end(record, debug)
+                self.logging.end(record, debug, result)
             except Exception:  # a broken logger never breaks a flow
                 pass
         if self.tracing is not None:

@@ -83,9 +83,9 @@ class Logging:
         )
         return True
 
-    def end(self, record: StepEnded, debug: bool) -> None:
+    def end(self, record: StepEnded, debug: bool, result: str) -> None:
+        """Log what the step's end calls for; ``result`` is ``record.result``."""
         outcome = record.outcome
-        result = record.result
         failed_here = result == "failure" and record.arose_here
         timed_out = result == "timeout"
         near = record.near_timeout

@@ -11,11 +11,13 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge
 
 from .._log import log
 from ._labels import OTHER, LabelGuard, shorten
+from ._lean import histogram_class
 from ._metric_series import FlowSeries, StepSeries
+from ._metrics import multiprocess_mode
 from ._metrics_config import (
     ABANDONED,
     BUDGET_RATIO,
@@ -47,8 +49,9 @@ class MetricSet:
         self, registry: CollectorRegistry, config: MetricsConfig, exempt: frozenset[str]
     ) -> None:
         self.config = config
+        histogram = histogram_class(multiprocess_mode())
         step_labels = ("flow", "step", "step_type")
-        self.duration = Histogram(
+        self.duration = histogram(
             DURATION,
             "Duration of each step execution (all attempts), by outcome.",
             (*step_labels, "outcome"),
@@ -58,7 +61,7 @@ class MetricSet:
         self.timeouts = Counter(
             TIMEOUTS, "Step executions whose own deadline expired.", step_labels, registry=None
         )
-        self.budget_ratio = Histogram(
+        self.budget_ratio = histogram(
             BUDGET_RATIO,
             "Share of its timeout a step execution used (elapsed / timeout).",
             step_labels,
@@ -85,7 +88,7 @@ class MetricSet:
             registry=None,
             multiprocess_mode="livesum",
         )
-        self.flow_duration = Histogram(
+        self.flow_duration = histogram(
             FLOW_DURATION,
             "Duration of each flow run (the whole run), by outcome.",
             ("flow", "outcome"),

@@ -74,30 +74,41 @@ class Metrics:
                 return None
         try:
             series = self.metrics.series(ctx.flow_name, step.name, step.type)
-            series.in_progress.inc()
+            series.live(1)
         except Exception:
             return None
         return series
 
-    def end(self, record: StepEnded, series: StepSeries | FlowSeries | None) -> None:
+    def end(
+        self,
+        record: StepEnded,
+        series: StepSeries | FlowSeries | None,
+        result: str,
+        traced: bool = True,
+    ) -> None:
+        """Record the step's end; ``result`` is ``record.result`` (read once by the caller).
+        ``traced=False``: stepwatch's tracing is on but a no-op (no SDK provider), so no
+        span can be an exemplar and none is looked for."""
         if series is None:
             return
         if type(series) is FlowSeries:
-            self.end_flow(record, series)
+            self.end_flow(record, series, result, traced)
             return
         assert isinstance(series, StepSeries)
         try:  # noqa: SIM105 - hot path: suppress() would build an object per call
-            series.in_progress.dec()
+            series.live(-1)
         except Exception:
             pass
         try:
             outcome = record.outcome
-            result = self.duration(record, series)
+            self.duration(record, series, result, traced)
             if outcome.timeout is not None:  # a budgeted step (ratio None if it is inf)
-                series.budgeted()
+                budget = series.budget
+                if budget is None:
+                    budget = series.budgeted()
                 ratio = record.budget_ratio
                 if ratio is not None:
-                    series.budget.observe(ratio)
+                    budget.observe(ratio)
             if result == "timeout":
                 series.timeouts().inc()
             if outcome.overrun is not None:
@@ -108,25 +119,30 @@ class Metrics:
         except Exception:
             pass
 
-    def duration(self, record: StepEnded, series: StepSeries | FlowSeries) -> str:
-        """Observe the duration (with an exemplar when one is due); return the outcome."""
-        result = record.result
+    def duration(
+        self, record: StepEnded, series: StepSeries | FlowSeries, result: str, traced: bool
+    ) -> None:
+        """Observe the duration, with an exemplar when one is due."""
         elapsed = record.outcome.elapsed
         exemplar = None
-        if self.exemplars and series.exemplar_due(
-            result, elapsed, time.monotonic(), self.exemplar_interval
+        if (
+            traced
+            and self.exemplars
+            and series.exemplar_due(result, elapsed, time.monotonic(), self.exemplar_interval)
         ):
             exemplar = _exemplar()
-        series.duration(result).observe(elapsed, exemplar)
-        return result
+        child = series.durations.get(result)
+        if child is None:
+            child = series.duration(result)
+        child.observe(elapsed, exemplar)
 
-    def end_flow(self, record: StepEnded, series: FlowSeries) -> None:
+    def end_flow(self, record: StepEnded, series: FlowSeries, result: str, traced: bool) -> None:
         """One flow-duration observation; a flow timeout (``FlowTimeoutError``) counted."""
         try:
-            outcome = record.outcome
-            if self.duration(record, series) == "timeout":
+            self.duration(record, series, result, traced)
+            if result == "timeout":
                 series.timeouts().inc()
-            elif outcome.timeout is not None:
+            elif record.outcome.timeout is not None:
                 series.timeouts()  # a flow with a deadline: its counter exists from 0
         except Exception:
             pass
