@@ -23,7 +23,7 @@ from anyio.lowlevel import checkpoint, current_token
 from ._checkpoints import deliver_expired
 from ._outcome import CancelCause, Outcome, Status
 from ._text import listing
-from ._workers import invoker_for
+from ._workers import awaited, invoker_for
 
 if TYPE_CHECKING:
     from ._executor import FlowExecutor, _Plan
@@ -476,7 +476,9 @@ class StepContext:
         invoker = invoker_for(fn)
         if invoker.is_async:
             return invoker.fn(arg)  # type: ignore[no-any-return]  # its coroutine
-        return self._run.executor._workers.call(invoker, arg, self, inline=inline)
+        if inline:
+            return awaited(invoker.fn(arg))
+        return self._run.executor._workers.call(invoker, arg, self)
 
     def call_handler(self, method: str, params: Any) -> Awaitable[Any]:
         """Call the handler registered for ``method`` with ``params`` (as :meth:`call`);

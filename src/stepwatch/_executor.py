@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import math
 import threading
 import uuid
 import warnings
@@ -26,8 +25,8 @@ from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._checkpoints import YIELD_INTERVAL, enter
 from ._context import ChildProgress, RunState, StepContext
-from ._errors import StepFailedError, StepwatchError, ValidationError
-from ._guard import DeadlineGuard, is_worth_retrying
+from ._errors import StepwatchError, ValidationError
+from ._guard import DeadlineGuard, step_failed
 from ._outcome import CancelCause, Outcome, Status, new_outcome
 from ._protocols import ExecutorDecorator, Instrumentation, StepExecutor, StepHook
 from ._record import (
@@ -35,13 +34,13 @@ from ._record import (
     StepEnded,
     arose_here,
     budget_ratio,
+    checked_near_timeout,
     child_counts,
     error_type,
     new_record,
 )
 from ._result import RunResult
 from ._steps import Flow, Step, _FlowStep
-from ._text import clip
 from ._timeouts import TimeoutOptions, TimeoutValue, coerce_options, resolve_timeout
 from ._workers import DEFAULT_MAX_THREADS, Invoker, WorkerTracker, invoker_for
 
@@ -156,23 +155,6 @@ def _items(name: str, items: Any) -> tuple[Any, ...]:
     return tuple(items)
 
 
-def _near(value: object) -> float | None:
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or math.isnan(value)
-        or not 0 < value <= 1
-    ):
-        raise ValidationError(
-            f"FlowExecutor.near_timeout must be a number in (0, 1] or None; got {value!r}",
-            field="FlowExecutor.near_timeout",
-            value=value,
-        )
-    return float(value)
-
-
 class FlowExecutor:
     """Runs flows: holds the handlers, the executor registry and the defaults.
 
@@ -242,7 +224,7 @@ class FlowExecutor:
         self._hooks: tuple[StepHook, ...] = tuple(
             _hook(h, f"FlowExecutor.hooks[{i}]") for i, h in enumerate(_items("hooks", hooks))
         )
-        self._near = _near(near_timeout)
+        self._near = checked_near_timeout(near_timeout, "FlowExecutor.near_timeout")
         self._handlers: dict[str, Invoker] = {}
         self._plans: weakref.WeakKeyDictionary[Flow, _Plan] = weakref.WeakKeyDictionary()
         for method, handler in handlers.items():
@@ -523,17 +505,7 @@ class FlowExecutor:
             status = Status.TIMED_OUT if ctx._status is Status.TIMED_OUT else Status.FAILED
             error: Exception = exc
             if not isinstance(exc, StepwatchError):
-                error = StepFailedError(
-                    f"{step.type} step {clip(step.name, 200)!r} failed: "
-                    f"{type(exc).__name__}: {clip(str(exc))}",
-                    step_name=step.name,
-                    step_type=step.type,
-                    errors=(exc,),
-                    attempts=ctx._attempt,
-                    elapsed=end - now,
-                    retryable=is_worth_retrying(step, ctx, exc),
-                )
-                error.__cause__ = exc
+                error = step_failed(step, ctx, exc, end - now)
             outcome = new_outcome(
                 step.name,
                 step.type,

@@ -30,17 +30,14 @@ from ._errors import (
 )
 from ._outcome import Status
 from ._retry import retryable
-from ._steps import NO_FALLBACK, Step
-from ._text import clip
+from ._steps import FLOW_TYPE, NO_FALLBACK, Step
+from ._text import clip, listing
 
 if TYPE_CHECKING:
     from ._context import StepContext
     from ._protocols import StepExecutor
 
-__all__ = ["FLOW", "DeadlineGuard", "is_worth_retrying"]
-
-FLOW = "flow"
-"""The step type of a run's root step (the flow itself)."""
+__all__ = ["DeadlineGuard", "is_worth_retrying", "step_failed"]
 
 
 def _fmt(seconds: float | None) -> str:
@@ -273,14 +270,22 @@ def _failure(step: Step, ctx: StepContext, error: Exception) -> StepFailedError:
     """The error a failure fallback replaced, as the StepFailedError the step would have
     raised (its ``__cause__`` is ``error``); telemetry tells a failure fallback from a
     timeout fallback by it."""
+    return step_failed(step, ctx, error, ctx._run.clock() - ctx._started, "; its fallback was used")
+
+
+def step_failed(
+    step: Step, ctx: StepContext, error: Exception, elapsed: float, note: str = ""
+) -> StepFailedError:
+    """The StepFailedError of ``step``, which raised ``error`` (its ``__cause__``); the
+    names and the message are clipped, so that a huge one stays bounded."""
     wrapped = StepFailedError(
-        f"{step.type} step {step.name!r} failed: {type(error).__name__}: {error}; "
-        "its fallback was used",
+        f"{step.type} step {clip(step.name, 200)!r} failed: "
+        f"{type(error).__name__}: {clip(str(error))}{note}",
         step_name=step.name,
         step_type=step.type,
         errors=(error,),
         attempts=ctx._attempt,
-        elapsed=ctx._run.clock() - ctx._started,
+        elapsed=elapsed,
         retryable=is_worth_retrying(step, ctx, error),
     )
     wrapped.__cause__ = error
@@ -309,7 +314,7 @@ def _timeout_error(step: Step, ctx: StepContext) -> StepTimeoutError | FlowTimeo
     detail = progress.describe() if progress is not None else ""
     detail += _overrun_detail(ctx)
     attempts = f" (attempt {ctx._attempt})" if ctx._attempt > 1 else ""
-    if step.type == FLOW:
+    if step.type == FLOW_TYPE:
         return FlowTimeoutError(
             f"flow {step.name!r} timed out after {elapsed:.3f} s: its deadline of "
             f"{_fmt(timeout)} expired{detail}",
@@ -335,9 +340,6 @@ def _timeout_error(step: Step, ctx: StepContext) -> StepTimeoutError | FlowTimeo
     )
 
 
-_MAX_NAMED = 10
-
-
 def _overrun_detail(ctx: StepContext) -> str:
     """Name the steps under ``ctx`` (or ``ctx`` itself) that ran past their deadline."""
     if ctx._overrun is not None:
@@ -354,8 +356,7 @@ def _overrun_detail(ctx: StepContext) -> str:
             named.append(f"{clip(late._step.name, 200)} (+{late._overrun:.3f} s)")
     if not named:
         return ""
-    more = f" and {len(named) - _MAX_NAMED} more" if len(named) > _MAX_NAMED else ""
     return (
         f"; overran the deadline (held the event loop or ignored the cancellation): "
-        f"{', '.join(named[:_MAX_NAMED])}{more}"
+        f"{listing(named)}"
     )

@@ -12,9 +12,9 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-from ._errors import StepFailedError, StepwatchError
+from ._errors import StepFailedError, StepwatchError, ValidationError
 from ._frozen import writable_twin
 from ._outcome import CancelCause, Outcome, Status
 
@@ -22,10 +22,39 @@ if TYPE_CHECKING:
     from ._context import StepContext
     from ._steps import Step
 
-__all__ = ["DEFAULT_NEAR_TIMEOUT", "StepEnded", "error_type", "new_record"]
+__all__ = [
+    "DEFAULT_NEAR_TIMEOUT",
+    "StepEnded",
+    "checked_near_timeout",
+    "error_type",
+    "new_record",
+    "type_name",
+]
 
 DEFAULT_NEAR_TIMEOUT: Final = 0.8
 """Share of its budget above which a step that ended is ``near_timeout``."""
+
+
+def checked_near_timeout(value: object, field: str) -> float | None:
+    """``value`` as a near-timeout share of the budget (a number in (0, 1], or None).
+
+    Raises:
+        ValidationError: anything else, naming ``field``.
+    """
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or math.isnan(value)
+        or not 0 < value <= 1
+    ):
+        raise ValidationError(
+            f"{field} must be a number in (0, 1] or None; got {value!r}",
+            field=field,
+            value=value,
+        )
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -197,11 +226,17 @@ def error_type(status: Status, error: BaseException | None, overrun: float | Non
         return "overrun" if overrun is not None else None
     elif status is not Status.FAILED or error is None:
         return None
-    cls = type(error)
+    return type_name(type(error))
+
+
+def type_name(cls: type) -> str:
+    """An exception class's name as telemetry shows it (``error.type``, ``exception.type``):
+    the bare name of a builtin, else the module path, a stepwatch class by its public path
+    (``stepwatch._errors.StepTimeoutError`` -> ``stepwatch.StepTimeoutError``)."""
     module = cls.__module__
     if module == "builtins":
         return cls.__qualname__
-    if module.startswith("stepwatch"):  # the public path: stepwatch._errors -> stepwatch
+    if module.startswith("stepwatch"):
         module = ".".join(part for part in module.split(".") if not part.startswith("_"))
     return f"{module}.{cls.__qualname__}"
 
@@ -254,12 +289,3 @@ def child_counts(
         if cause is not None:
             by_cause[cause.value] = by_cause.get(cause.value, 0) + 1
     return by_status, by_cause
-
-
-def pending_of(outcome: Outcome, context: Any) -> tuple[str, ...]:
-    """Children that had not finished, for a timed-out step (from its error or progress)."""
-    pending = getattr(outcome.error, "pending", None)
-    if pending is not None:
-        return tuple(pending)
-    progress = context._progress
-    return tuple(progress.pending()) if progress is not None else ()

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_ITERATIONS",
+    "FLOW_TYPE",
     "MAX_DEPTH",
     "NO_FALLBACK",
     "Branch",
@@ -46,6 +47,10 @@ class _NoFallback:
 
 
 NO_FALLBACK: Final[Any] = _NoFallback()
+
+FLOW_TYPE: Final = "flow"
+"""The step type of a run's root step (the flow itself): in span names, metric labels
+and outcomes."""
 
 MAX_DEPTH: Final = 64
 """How deeply steps may nest in a flow (a top-level step is at depth 1). Each level of
@@ -565,7 +570,7 @@ class Delay(Step):
 class _FlowStep(Step):
     """The root of a run: the flow's steps in order under the whole-flow deadline."""
 
-    type: ClassVar[str] = "flow"
+    type: ClassVar[str] = FLOW_TYPE
 
     steps: tuple[Step, ...]
 

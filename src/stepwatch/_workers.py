@@ -41,6 +41,7 @@ import anyio
 from anyio.lowlevel import current_token
 
 from ._errors import ValidationError, WorkersExhaustedError
+from ._text import listing
 
 if TYPE_CHECKING:
     from ._context import StepContext
@@ -257,14 +258,10 @@ class WorkerTracker:
             with contextlib.suppress(Exception):
                 getattr(listener, method)(event)
 
-    async def call(
-        self, invoker: Invoker, arg: Any, ctx: StepContext, *, inline: bool = False
-    ) -> Any:
+    async def call(self, invoker: Invoker, arg: Any, ctx: StepContext) -> Any:
         """Run ``invoker.fn(arg)`` as decided; see the module docstring."""
         if invoker.is_async:
             return await invoker.fn(arg)
-        if inline:
-            return await awaited(invoker.fn(arg))
         step = ctx.step
         where = (
             ctx.flow_name,
@@ -316,7 +313,7 @@ class WorkerTracker:
 
     def _exhausted(self, where: tuple[str, str, str]) -> WorkersExhaustedError:
         names = sorted(set(self._abandoned_steps.values()))
-        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        shown = listing(names)
         return WorkersExhaustedError(
             f"{where[2]} step {where[1]!r} cannot start its sync handler: all "
             f"{self.max_threads} worker threads are held by calls abandoned at their "

@@ -211,6 +211,22 @@ class TestFallback:
         assert names[-1] == "_give_up", names  # it ends where the guard raised it
 
 
+    async def test_a_failure_fallback_keeps_a_bounded_message(self) -> None:
+        """The error a failure fallback replaced names a huge step and a huge error text
+        clipped, as a raised failure does: the message stays small, the cause is whole."""
+        name = "n" * 100_000
+        text = "x" * 1_000_000
+        flow = Flow("f", Request(name, "h", fallback="cached", fallback_on=("failure",)))
+        result = await FlowExecutor(handlers={"h": Flaky.times(1, ValueError(text))}).run(flow)
+        outcome = result.outcomes[name]
+        assert outcome.status is Status.FALLBACK and result[name] == "cached"
+        error = outcome.error
+        assert isinstance(error, StepFailedError) and error.step_name == name
+        assert len(str(error)) < 2_000, len(str(error))
+        assert str(error).endswith("; its fallback was used")
+        assert isinstance(error.__cause__, ValueError) and str(error.__cause__) == text
+
+
 class TestRetriedComposite:
     async def test_retried_parallel_starts_clean(self) -> None:
         """A retried parallel step's next attempt does not inherit the last one's cancel cause."""

@@ -8,7 +8,7 @@ import anyio
 
 from .._context import StepContext
 from .._outcome import CancelCause
-from .._steps import Sequence, Step
+from .._steps import FLOW_TYPE, Sequence, Step
 from ._util import raise_error
 
 
@@ -48,7 +48,7 @@ class FlowRootExecutor:
     """Runs a flow's top-level steps in order; the value is the last step's value."""
 
     def can_execute(self, step: Step) -> bool:
-        return step.type == "flow"
+        return step.type == FLOW_TYPE
 
     async def execute(self, step: Step, ctx: StepContext) -> Any:
         values = await _run_in_order(step, ctx)

@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from .._log import enabled, log
+from .._steps import FLOW_TYPE
 from .._text import clip
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class Logging:
 
     def start(self, ctx: StepContext) -> bool:
         """Log ``step.started`` if debug events go anywhere; return whether they do."""
-        if not self.debug():
+        if not (self._debug if time.monotonic() < self._debug_until else self.debug()):
             return False
         step = ctx.step
         assert step is not None
@@ -104,7 +105,7 @@ class Logging:
             "attempts": outcome.attempts,
         }
         if timed_out:
-            event = "flow.timeout" if step.type == "flow" else "step.timeout"
+            event = "flow.timeout" if step.type == FLOW_TYPE else "step.timeout"
             pending = {
                 "pending": list(record.pending[:_MAX_PENDING]),
                 "pending_count": len(record.pending),

@@ -13,11 +13,12 @@ import dataclasses
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry.trace import format_span_id, format_trace_id, get_current_span
 
 from .._log import log
+from .._steps import FLOW_TYPE
 from ._metric_series import FlowSeries, StepSeries
 from ._metrics_config import MetricsConfig
 
@@ -28,9 +29,6 @@ if TYPE_CHECKING:
     from ._metric_set import MetricSet
 
 __all__ = ["Metrics", "make_metrics"]
-
-
-FLOW = "flow"  # the step type of a run's root step: recorded in the flow metrics
 
 
 def multiprocess_mode() -> bool:
@@ -67,7 +65,7 @@ class Metrics:
     def start(self, ctx: StepContext) -> StepSeries | FlowSeries | None:
         step = ctx.step
         assert step is not None
-        if step.type == FLOW:
+        if step.type == FLOW_TYPE:  # a run's root step: the flow metrics
             try:
                 return self.metrics.flow_series(ctx.flow_name)
             except Exception:
@@ -94,7 +92,7 @@ class Metrics:
         if type(series) is FlowSeries:
             self.end_flow(record, series, result, traced)
             return
-        assert isinstance(series, StepSeries)
+        series = cast(StepSeries, series)
         try:  # noqa: SIM105 - hot path: suppress() would build an object per call
             series.live(-1)
         except Exception:

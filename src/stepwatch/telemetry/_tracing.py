@@ -21,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, ProxyTracerProvider, SpanKind, Status, StatusCode
 
 from .._outcome import Status as StepStatus
+from .._record import type_name
 from .._text import clip
 from ._tracing_config import UNSET, TracingConfig
 
@@ -78,12 +79,8 @@ def _exception_attributes(error: BaseException) -> dict[str, AttributeValue]:
     if len(stack) > _STACK_LIMIT:  # keep the head and the end, where the raise is
         half = _STACK_LIMIT // 2
         stack = f"{stack[:half]}\n… ({len(stack) - _STACK_LIMIT} characters) …\n{stack[-half:]}"
-    cls = type(error)
-    module = cls.__module__
     return {
-        "exception.type": cls.__qualname__
-        if module == "builtins"
-        else f"{module}.{cls.__qualname__}",
+        "exception.type": type_name(type(error)),
         "exception.message": clip(str(error), _DESCRIPTION_LIMIT),
         "exception.stacktrace": stack,
         "exception.escaped": False,
@@ -182,6 +179,8 @@ class Tracing:
 
     def start(self, ctx: StepContext) -> Any:
         """Start the step's span and make it current; ``None`` when tracing is a no-op."""
+        if self.provider is None and time.monotonic() < self._noop_until:
+            return None  # known to be a no-op (the usual no-SDK case: one clock read)
         if self.noop():
             return None  # no SDK: spans would be non-recording; the context stays as is
         step = ctx.step

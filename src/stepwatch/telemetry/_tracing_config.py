@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from .._errors import ValidationError
+from .._record import checked_near_timeout
 
 __all__ = ["UNSET", "TracingConfig"]
 
@@ -57,18 +57,7 @@ class TracingConfig:
                 DeprecationWarning,
                 stacklevel=3,
             )
-            if ratio is not None and (
-                isinstance(ratio, bool)
-                or not isinstance(ratio, int | float)
-                or math.isnan(ratio)
-                or not 0 < ratio <= 1
-            ):
-                raise ValidationError(
-                    f"TracingConfig.near_timeout_ratio must be a number in (0, 1] or None; "
-                    f"got {ratio!r}",
-                    field="TracingConfig.near_timeout_ratio",
-                    value=ratio,
-                )
+            checked_near_timeout(ratio, "TracingConfig.near_timeout_ratio")
         if not isinstance(self.record_exceptions, bool):
             raise ValidationError(
                 f"TracingConfig.record_exceptions must be True or False; "
