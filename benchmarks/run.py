@@ -78,13 +78,15 @@ QUICK = Plan(
 # at a time on top of telemetry off.
 NOTES: dict[str, str] = {
     "i10_off": (
-        "≈ 165 000 instructions per child against ≈ 123 000 for a bare anyio child "
-        "(callgrind). The ≈ 42 000 more are the chain of frames per child "
-        "(`parallel.run_one` → `_run_step` → the deadline guard → the request executor), the "
-        "`StepContext`, the frozen `Outcome` and `StepEnded` record, and the step boundary "
-        "that makes every step a checkpoint (a clock read and a cancellation check, "
-        "≈ 9 000, which the hand-written child does not do). The target, "
-        "1.2 × 123 000 ≈ 148 000, means cutting ≈ 40 % of that."
+        "≈ 160 000 instructions per child against ≈ 123 000 for a bare anyio child "
+        "(callgrind). Of the ≈ 36 000 more, ≈ 9 000 are the cancellation check that makes "
+        "every step boundary a cancel point (anyio's `checkpoint_if_cancelled`: the task's "
+        "state in a weak dictionary, then a walk up its cancel scopes), which the "
+        "hand-written child does not do; ≈ 4 000 the deadline guard's frame; the rest the "
+        "chain of frames (`parallel.run_one` → `_run_step` → the guard → the request "
+        "executor), the `StepContext` and the frozen `Outcome`. The target, "
+        "1.2 × 123 000 ≈ 148 000, would take the check out of the child's path, and with "
+        "it the promise that a cancel is raised at the next step boundary."
     ),
     "i10_own": (
         "the same child path as with the group deadline only; the ratio is lower because "
@@ -92,41 +94,42 @@ NOTES: dict[str, str] = {
         "instructions in anyio)."
     ),
     "i10_defaults": (
-        "≈ 241 000 instructions per child against ≈ 143 000 (the baseline's "
-        "`labels().observe()` costs ≈ 19 000): telemetry off (≈ 165 000) plus ≈ 76 000 for "
-        "the three layers together. Measured alone on top of telemetry off: metrics "
-        "+66 000 (in-progress gauge inc and dec, two histogram observations — duration and "
-        "budget ratio — and the exemplar check), logging +28 000 (the end-of-step event "
-        "checked against the level; nothing is emitted), tracing with no SDK provider "
-        "+23 000 (a non-recording span started, made current and ended). Each layer alone "
-        "also pays the shared dispatch of the `StepEnded` record, which is why they add up "
-        "to more than the three together."
+        "≈ 201 000 instructions per child against ≈ 142 000 (the baseline's "
+        "`labels().observe()` costs ≈ 19 000): telemetry off (≈ 160 000) plus ≈ 42 000 for "
+        "the three layers together. Measured on top of telemetry off: the `StepEnded` "
+        "record and its dispatch to one no-op hook +12 000; metrics alone +43 000 "
+        "(in-progress gauge inc and dec ≈ 6 000, two histogram observations — duration and "
+        "budget ratio — the series look-up, and with tracing off the exemplar look-up "
+        "≈ 6 000, skipped while tracing is a no-op); logging alone +19 000 and tracing "
+        "with no SDK provider alone +18 000, each mostly the shared record. Meeting "
+        "1.2 × 142 000 ≈ 171 000 needs the telemetry-off path to drop first (see above)."
     ),
     "i10_sdk": (
-        "≈ 496 000 instructions per child against ≈ 293 000. A raw SDK span costs "
-        "≈ 150 000 by itself; stepwatch's tracing layer alone costs ≈ 253 000 over "
-        "telemetry off: the span's attributes (the SDK cleans each one: "
-        "`_clean_attribute_value`), the span made current for the handler, the end-of-step "
-        "attributes and status, plus the metrics (with a real exemplar per child in the "
-        "counted run: two id formats and prometheus-client's validation, the worst case) "
-        "and logging layers as in the defaults case."
+        "≈ 439 000 instructions per child against ≈ 292 000. A raw SDK span costs "
+        "≈ 150 000 by itself, with no attributes; stepwatch's span carries the documented "
+        "attributes (flow, step, type, timeout, child index at the start; outcome and "
+        "attempts at the end), and the SDK validates each one (`_clean_attribute_value`, "
+        "then a locked insert: ≈ 3 000 instructions an attribute), plus the metrics with a "
+        "real exemplar per child in the counted run (two id formats and the exemplar's "
+        "validation, the worst case) and logging as in the defaults case."
     ),
     "i10_lateness": (
         "on this 2-core machine starting 10 000 children takes longer than the 50 ms "
         "deadline on both sides (stepwatch stops starting at the deadline; asyncio starts "
-        "them all). The p50 ratios of the separate runs are close to 1; the p99 of a run "
-        "is its worst repeat, and about half of stepwatch's lateness there is a garbage "
-        "collection (generation 2, ≈ 40 ms) during the teardown of thousands of cancelled "
-        "children; the code before issue 10 showed the same spread (83–152 ms). In the "
-        "main benchmark process (the telemetry-off row) the asyncio baseline is faster "
-        "than in a fresh process, and the ratio higher."
+        "them all), so both are late by the time it takes to start and then cancel what "
+        "was started. A child cut off at the deadline no longer leaves its task, frames "
+        "and context in a reference cycle (anyio's `task_done` held the cancellation, "
+        "whose traceback held the frame): before, ≈ 38 objects per child waited for a "
+        "generation-2 collection, about half of the p99; now one (its `Outcome`, kept by "
+        "the run's error until the caller drops it). What remains is the spread of a "
+        "shared machine's worst repeat."
     ),
     "off": "see the issue-10 note on telemetry off above.",
     "off_own": "see the issue-10 note on per-child deadlines above.",
     "full": (
-        "as in the issue-10 SDK case above, with logging off: the tracing layer "
-        "(≈ 253 000 instructions per child over telemetry off, against ≈ 150 000 for a raw "
-        "SDK span) and the metrics layer (≈ 66 000, against ≈ 19 000 for a raw observe)."
+        "as in the issue-10 SDK case above, with logging off: the SDK's validation of the "
+        "span's documented attributes (a raw span has none) and the metrics layer "
+        "(≈ 37 000 instructions per child, against ≈ 19 000 for a raw observe)."
     ),
     "lateness": "see the issue-10 lateness note above.",
     "memory": (
