@@ -643,9 +643,7 @@ async def test_in_progress_counts_the_steps_running_now() -> None:
         while waiting < 3:
             await anyio.sleep(0.001)
         for step_type in ("request", "parallel"):
-            seen[step_type] = registry.get_sample_value(
-                P, {"flow": "live", "step_type": step_type}
-            )
+            seen[step_type] = registry.get_sample_value(P, {"flow": "live", "step_type": step_type})
         release.set()
     assert seen == {"request": 3.0, "parallel": 1.0}
     for step_type in ("request", "parallel"):
