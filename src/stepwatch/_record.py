@@ -284,7 +284,7 @@ def child_counts(
         if outcome is None:
             by_status["cancelled"] += 1
             continue
-        by_status[outcome.status.value] += 1
+        by_status[outcome.status] += 1  # a StrEnum: finds the key of its value, no .value
         cause = outcome.cause
         if cause is not None:
             by_cause[cause.value] = by_cause.get(cause.value, 0) + 1

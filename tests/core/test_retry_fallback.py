@@ -210,7 +210,6 @@ class TestFallback:
         assert "<module>" not in names, names
         assert names[-1] == "_give_up", names  # it ends where the guard raised it
 
-
     async def test_a_failure_fallback_keeps_a_bounded_message(self) -> None:
         """The error a failure fallback replaced names a huge step and a huge error text
         clipped, as a raised failure does: the message stays small, the cause is whole."""

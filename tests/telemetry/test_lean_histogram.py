@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from stepwatch.telemetry._lean import LeanHistogram, histogram_class
-from stepwatch.telemetry._metric_series import live_counter
+from stepwatch.telemetry._metric_series import LiveCount
 
 BUCKETS = (0.005, 0.1, 1.0, 2.5)
 VALUES = [
@@ -143,32 +143,46 @@ class TestChoice:
         assert histogram_class(True) is Histogram
         assert histogram_class(False) is LeanHistogram
 
-    def test_live_counter_moves_the_gauge(self) -> None:
-        """The in-progress counter adds to the gauge child's value, up and down."""
+    def test_the_live_count_is_the_gauge_value(self) -> None:
+        """The in-progress gauge reads the sum of the per-thread counts at scrape time."""
         registry = CollectorRegistry()
         child = Gauge("g", "doc", ("a",), registry=registry).labels("x")
-        live = live_counter(child)
-        live(1)
-        live(1)
-        live(-1)
+        live = LiveCount()
+        child.set_function(live)
+        live.by_thread[1] = 2
+        live.by_thread[2] = -1  # a thread may end steps another started counting: net
         assert registry.get_sample_value("g", {"a": "x"}) == 1.0
+        live.by_thread[1] = 1
+        assert registry.get_sample_value("g", {"a": "x"}) == 0.0
 
-    def test_live_counter_falls_back_to_the_documented_inc(self) -> None:
-        """A gauge child without prometheus-client's internal value is moved by its inc()."""
+    def test_no_count_is_lost_across_threads(self) -> None:
+        """Eight threads moving one live count each on its own key lose no update, while
+        a scraper reads it (the sum ends at zero, every thread's at zero)."""
+        live = LiveCount()
+        barrier = threading.Barrier(9)
+        seen: list[float] = []
 
-        class Child:
-            def __init__(self) -> None:
-                self.total = 0.0
+        def work() -> None:
+            thread = threading.get_ident()
+            by_thread = live.by_thread
+            barrier.wait()
+            for _ in range(20_000):
+                by_thread[thread] = by_thread.get(thread, 0) + 1
+                by_thread[thread] = by_thread.get(thread, 0) - 1
 
-            def inc(self, amount: float = 1.0) -> None:
-                self.total += amount
+        def scrape() -> None:
+            barrier.wait()
+            for _ in range(2_000):
+                seen.append(live())
 
-        child = Child()
-        live = live_counter(child)
-        live(1)
-        live(-1)
-        live(1)
-        assert child.total == 1.0
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        threads.append(threading.Thread(target=scrape))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert live() == 0.0 and set(live.by_thread.values()) == {0}
+        assert all(0.0 <= value <= 8.0 for value in seen)
 
 
 @pytest.mark.parametrize("value", [0.0, 1e-9, 0.1, 1.0, 1e9])

@@ -620,3 +620,31 @@ def test_metric_names_are_exactly_the_registered_ones() -> None:
         "stepwatch_step_overrun_seconds_total": "counter",
     }
     assert set(METRIC_NAMES) == set(families)
+
+
+async def test_in_progress_counts_the_steps_running_now() -> None:
+    """While three children wait, the gauge shows them and their parallel step (on every
+    thread's count); when they have ended it is back at zero."""
+    registry = CollectorRegistry()
+    release = anyio.Event()
+    waiting = 0
+
+    async def wait(params: Any) -> str:
+        nonlocal waiting
+        waiting += 1
+        await release.wait()
+        return "done"
+
+    flow = Flow("live", Parallel("p", [Request(f"c{i}", "wait") for i in range(3)]))
+    ex = FlowExecutor(handlers={"wait": wait}, registry=registry, tracing=False)
+    seen: dict[str, float | None] = {}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ex.run, flow)
+        while waiting < 3:
+            await anyio.sleep(0.001)
+        for step_type in ("request", "parallel"):
+            seen[step_type] = registry.get_sample_value(P, {"flow": "live", "step_type": step_type})
+        release.set()
+    assert seen == {"request": 3.0, "parallel": 1.0}
+    for step_type in ("request", "parallel"):
+        assert registry.get_sample_value(P, {"flow": "live", "step_type": step_type}) == 0.0

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._metric_set import MetricSet
 
-__all__ = ["FlowSeries", "StepSeries", "live_counter"]
+__all__ = ["FlowSeries", "LiveCount", "StepSeries"]
 
 
-def live_counter(child: Any) -> Callable[[float], None]:
-    """A function that adds its argument to the gauge ``child``: the ``inc`` of the
-    child's value (one call and one lock instead of ``Gauge.inc``'s three calls), or the
-    child's own ``inc`` when prometheus-client's internals differ."""
-    inc = getattr(getattr(child, "_value", None), "inc", None)
-    return inc if callable(inc) else child.inc  # type: ignore[no-any-return]
+class LiveCount:
+    """The steps of one (flow, step_type) running now: the in-progress gauge's value.
+
+    A step starts and ends in the same thread (its event loop's), so each thread keeps its
+    own net count in ``by_thread`` (+1 at the start, -1 at the end, on the thread's own
+    key: no lock, and no update lost to another thread); the gauge reads their sum at
+    scrape time (``Gauge.set_function``). That is two dict operations per step instead of
+    a locked gauge update at each end.
+    """
+
+    __slots__ = ("by_thread",)
+
+    def __init__(self) -> None:
+        self.by_thread: dict[int, int] = {}
+
+    def __call__(self) -> float:
+        return float(sum(list(self.by_thread.values())))
 
 
 class _Exemplars:
@@ -63,7 +73,10 @@ class StepSeries(_Exemplars):
         self.step = step
         self.step_type = step_type
         self.in_progress = metric_set.in_progress.labels(flow, step_type)
-        self.live = live_counter(self.in_progress)  # +1 when a step starts, -1 when it ends
+        # thread id -> steps running (see LiveCount); None: move in_progress itself
+        self.live: dict[int, int] | None = metric_set.live_count(
+            (flow, step_type), self.in_progress
+        )
         self.durations: dict[str, Any] = {}
         self._exemplar_due: dict[str, list[float]] = {}
         self._cancelled: dict[str, Any] = {}

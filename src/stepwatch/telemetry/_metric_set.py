@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY, Counter, Gauge
 from .._log import log
 from ._labels import OTHER, LabelGuard, shorten
 from ._lean import histogram_class
-from ._metric_series import FlowSeries, StepSeries
+from ._metric_series import FlowSeries, LiveCount, StepSeries
 from ._metrics import multiprocess_mode
 from ._metrics_config import (
     ABANDONED,
@@ -49,7 +49,8 @@ class MetricSet:
         self, registry: CollectorRegistry, config: MetricsConfig, exempt: frozenset[str]
     ) -> None:
         self.config = config
-        histogram = histogram_class(multiprocess_mode())
+        self.multiprocess = multiprocess_mode()
+        histogram = histogram_class(self.multiprocess)
         step_labels = ("flow", "step", "step_type")
         self.duration = histogram(
             DURATION,
@@ -119,6 +120,7 @@ class MetricSet:
         self._cache: dict[tuple[str, str, str], StepSeries] = {}
         self._by_labels: dict[tuple[str, str, str], StepSeries] = {}
         self._abandoned: dict[tuple[str, str], Any] = {}
+        self._live: dict[tuple[str, str], LiveCount] = {}
         self._flows: dict[str, FlowSeries] = {}
         self._flows_by_label: dict[str, FlowSeries] = {}
 
@@ -192,6 +194,19 @@ class MetricSet:
                     "replacement": OTHER,
                 },
             )
+
+    def live_count(self, labels: tuple[str, str], child: Any) -> dict[int, int] | None:
+        """The per-thread counts behind the in-progress gauge child of ``labels`` (made on
+        first use, under the lock), or None in multiprocess mode, where the gauge's own
+        value (shared through files) must move."""
+        if self.multiprocess:
+            return None
+        live = self._live.get(labels)
+        if live is None:
+            live = LiveCount()
+            child.set_function(live)
+            self._live[labels] = live
+        return live.by_thread
 
     def abandoned_child(self, flow: str, step_type: str) -> Any:
         """The abandoned-workers gauge child of (flow, step_type), label values guarded."""

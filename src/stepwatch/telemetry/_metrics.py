@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import time
+from threading import get_ident
 from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry.trace import format_span_id, format_trace_id, get_current_span
@@ -72,7 +73,12 @@ class Metrics:
                 return None
         try:
             series = self.metrics.series(ctx.flow_name, step.name, step.type)
-            series.live(1)
+            live = series.live
+            if live is None:
+                series.in_progress.inc()
+            else:
+                thread = get_ident()
+                live[thread] = live.get(thread, 0) + 1
         except Exception:
             return None
         return series
@@ -93,8 +99,13 @@ class Metrics:
             self.end_flow(record, series, result, traced)
             return
         series = cast(StepSeries, series)
-        try:  # noqa: SIM105 - hot path: suppress() would build an object per call
-            series.live(-1)
+        try:
+            live = series.live
+            if live is None:
+                series.in_progress.dec()
+            else:
+                thread = get_ident()
+                live[thread] = live.get(thread, 0) - 1
         except Exception:
             pass
         try:
