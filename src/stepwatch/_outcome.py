@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ._frozen import writable_twin
 
-__all__ = ["CancelCause", "Outcome", "Status", "new_outcome"]
+__all__ = ["TELEMETRY_VALUES", "CancelCause", "Outcome", "Status", "new_outcome"]
 
 
 class Status(enum.StrEnum):
@@ -30,10 +31,10 @@ class Status(enum.StrEnum):
         (A fallback used because the step *failed*, ``fallback_on=("failure",)``, is a
         ``failure``: :attr:`StepEnded.result` tells them apart by the outcome's error.)
         """
-        return _TELEMETRY[self]
+        return TELEMETRY_VALUES[self]
 
 
-_TELEMETRY = {
+TELEMETRY_VALUES: Final[Mapping[Status, str]] = {
     Status.SUCCEEDED: "success",
     Status.FAILED: "failure",
     Status.TIMED_OUT: "timeout",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from ._errors import StepFailedError, StepwatchError, ValidationError
 from ._frozen import writable_twin
-from ._outcome import CancelCause, Outcome, Status
+from ._outcome import TELEMETRY_VALUES, CancelCause, Outcome, Status
 
 if TYPE_CHECKING:
     from ._context import StepContext
@@ -152,9 +152,10 @@ class StepEnded:
         span attributes, metric labels and log events (see :attr:`Status.telemetry`; a
         ``fallback`` used because the step failed is a ``failure``)."""
         outcome = self.outcome
-        if outcome.status is Status.FALLBACK and isinstance(outcome.error, StepFailedError):
+        status = outcome.status
+        if status is Status.FALLBACK and isinstance(outcome.error, StepFailedError):
             return "failure"
-        return outcome.status.telemetry
+        return TELEMETRY_VALUES[status]  # status.telemetry, without the property call
 
     @property
     def cause(self) -> CancelCause | None:

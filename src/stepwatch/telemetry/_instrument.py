@@ -58,8 +58,9 @@ class Telemetry:
                 self.logging.end(record, debug, result)
             except Exception:  # a broken logger never breaks a flow
                 pass
-        if self.tracing is not None:
-            self.tracing.end(record, span)
+        tracing = self.tracing
+        if span is not None and tracing is not None:  # None: off or a no-op, nothing to end
+            tracing.end(record, span)
 
 
 def _check(name: str, value: object, config: type | None) -> None:
