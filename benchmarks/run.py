@@ -94,18 +94,18 @@ NOTES: dict[str, str] = {
         "instructions in anyio)."
     ),
     "i10_defaults": (
-        "≈ 201 000 instructions per child against ≈ 142 000 (the baseline's "
-        "`labels().observe()` costs ≈ 19 000): telemetry off (≈ 160 000) plus ≈ 42 000 for "
+        "≈ 195 000 instructions per child against ≈ 142 000 (the baseline's "
+        "`labels().observe()` costs ≈ 19 000): telemetry off (≈ 160 000) plus ≈ 35 000 for "
         "the three layers together. Measured on top of telemetry off: the `StepEnded` "
-        "record and its dispatch to one no-op hook +12 000; metrics alone +43 000 "
-        "(in-progress gauge inc and dec ≈ 6 000, two histogram observations — duration and "
-        "budget ratio — the series look-up, and with tracing off the exemplar look-up "
-        "≈ 6 000, skipped while tracing is a no-op); logging alone +19 000 and tracing "
-        "with no SDK provider alone +18 000, each mostly the shared record. Meeting "
-        "1.2 × 142 000 ≈ 171 000 needs the telemetry-off path to drop first (see above)."
+        "record and its dispatch to one no-op hook +11 000; metrics alone +39 000 (two "
+        "histogram observations — duration and budget ratio — the series look-up, the "
+        "in-progress count, and with tracing off the exemplar look-up, ≈ 6 000, skipped "
+        "while tracing is a no-op); logging alone +17 000 and tracing with no SDK provider "
+        "alone +17 000, each mostly the shared record. Meeting 1.2 × 142 000 ≈ 171 000 "
+        "needs the telemetry-off path to drop first (see above)."
     ),
     "i10_sdk": (
-        "≈ 439 000 instructions per child against ≈ 292 000. A raw SDK span costs "
+        "≈ 433 000 instructions per child against ≈ 292 000. A raw SDK span costs "
         "≈ 150 000 by itself, with no attributes; stepwatch's span carries the documented "
         "attributes (flow, step, type, timeout, child index at the start; outcome and "
         "attempts at the end), and the SDK validates each one (`_clean_attribute_value`, "
