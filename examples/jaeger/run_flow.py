@@ -28,13 +28,13 @@ from stepwatch.telemetry import otlp_tracer_provider
 
 # name -> (latency in seconds, payload)
 BACKENDS: dict[str, tuple[float, Any]] = {
-    "inventory": (0.030, {"in_stock": 12}),
-    "pricing": (0.060, {"price": "19.90 EUR"}),
-    "reviews": (0.090, {"stars": 4.6}),  # 90 % of its 0.1 s budget: near timeout
-    "recommendations": (2.000, ["B-7", "C-2"]),  # the slow one: cut off at 0.2 s
-    "email": (0.020, "sent"),
-    "sms": (0.040, "sent"),
-    "push": (0.500, "sent"),  # cut off by the 0.1 s notify deadline
+    "inventory": (0.090, {"in_stock": 12}),
+    "pricing": (0.180, {"price": "19.90 EUR"}),
+    "reviews": (0.250, {"stars": 4.6}),  # 83 % of its 0.3 s budget: near timeout
+    "recommendations": (2.000, ["B-7", "C-2"]),  # the slow one: cut off at 0.6 s
+    "email": (0.060, "sent"),
+    "sms": (0.120, "sent"),
+    "push": (1.500, "sent"),  # cut off by the 0.3 s notify deadline
 }
 
 
@@ -57,10 +57,10 @@ PRODUCT_PAGE = Flow(
             [
                 Request("inventory", "inventory"),
                 Request("pricing", "pricing"),
-                Request("reviews", "reviews", timeout=0.1),
+                Request("reviews", "reviews", timeout=0.3),
                 Request("recommendations", "recommendations"),
             ],
-            timeout=0.2,
+            timeout=0.6,
         ),
     ],
 )
@@ -70,7 +70,7 @@ NOTIFY = Flow(
     Parallel(
         "notify",
         [Request("email", "email"), Request("sms", "sms"), Request("push", "push")],
-        timeout=0.1,
+        timeout=0.3,
         on_timeout="partial",
         trace_children="detached",  # one trace per child, linked to the parallel span
     ),
