@@ -79,7 +79,7 @@ class TestMemoryBounds:
     def test_300_by_300_names_stay_within_the_series_cap(self) -> None:
         """300 flows × 300 distinct step names (90 000 combinations) keep the exposition
         under 16 MiB and the process growth under 120 MiB (the default cap is 2 000
-        series; measured 6.4 MiB and 30 MiB)."""
+        series; measured 6.4 MiB and 24 MiB)."""
         found = measure(300, 300, 0)
         assert found["exposition"] < 16 * MIB, found
         assert found["rss"] < 120 * MIB, found
