@@ -191,5 +191,7 @@ class TestFairness:
             took = time.thread_time() - started
             stop.set()
         assert took >= 0.5
-        assert max(gaps) < 0.05, (max(gaps), took)
+        # the loop yields every 2 ms: the ticker never waits anywhere near the run's 0.5 s
+        # (real time on a shared machine: a generous margin)
+        assert max(gaps) < 0.2, (max(gaps), took)
         assert len(gaps) > 2
