@@ -76,7 +76,7 @@ class _Group:
             # ended by raising it would keep its frames, its context and its outcome in a
             # reference cycle (anyio's task_done holds the exception, whose traceback holds
             # that frame) until a full garbage collection: with thousands of children cut
-            # off at a deadline, those collections were a third of the step's lateness.
+            # off at a deadline, those collections were about half of the step's lateness.
             return False
         except Exception:
             raise
