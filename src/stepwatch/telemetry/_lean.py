@@ -1,20 +1,19 @@
-"""Histograms and gauges whose per-step update costs one lock and no checks.
+"""Histograms whose per-step observation costs one lock and no checks.
 
 prometheus-client's ``Histogram.observe`` checks the metric is a labelled child, walks the
-bucket bounds one by one and takes two locks (the sum, then the bucket); ``Gauge.inc`` and
-``dec`` check the child and the sign before taking the value's lock. stepwatch updates its
-own labelled children only, with values it computed, once or twice per step: those checks
-were a third of the metrics' cost per step (see ``docs/benchmarks.md``).
+bucket bounds one by one and takes two locks (the sum, then the bucket). stepwatch
+observes its own labelled children only, with values it computed, twice per step: the
+checks and the walk were most of the histograms' cost per step (see
+``docs/benchmarks.md``).
 
-* :class:`LeanHistogram` keeps each child's bucket counts, sum and exemplars in plain
-  lists under one lock; it finds the bucket by bisection. Its exposition is the one
-  prometheus-client writes for a ``Histogram``: the same samples (``_bucket`` with the
-  cumulative counts, ``_count``, ``_sum``, ``_created``), labels and exemplars.
-* The in-progress gauge is moved through its value's ``inc`` (one call, one lock; see
-  ``_metric_series.live_counter``).
+:class:`LeanHistogram` keeps each child's bucket counts, sum and exemplars in plain lists
+under one lock; it finds the bucket by bisection. Its exposition is the one
+prometheus-client writes for a ``Histogram``: the same samples (``_bucket`` with the
+cumulative counts, ``_count``, ``_sum``, ``_created``), labels and exemplars. (The
+in-progress gauge has its own shortcut: ``_metric_series.LiveCount``.)
 
-In prometheus-client's multiprocess mode (values shared through files), the standard
-classes are used: :func:`histogram_class` chooses.
+In prometheus-client's multiprocess mode (values shared through files), its own class is
+used: :func:`histogram_class` chooses.
 """
 
 from __future__ import annotations
