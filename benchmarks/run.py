@@ -238,6 +238,19 @@ class Report:
             print(line, flush=True)
 
 
+def _pair_rows(report: Report, results: dict[int, Any], *pairs: tuple[str, str]) -> None:
+    """One table row per N that measured them: each (stepwatch, baseline) pair's two
+    figures and their ratio."""
+    for n, res in results.items():
+        t = res.time
+        if pairs[0][0] not in t:
+            continue
+        cells = [
+            f"{t[sw].fmt()} | {t[base].fmt()} | {ratio(t[sw], t[base]):.2f}×" for sw, base in pairs
+        ]
+        report.add(f"| {n} | {' | '.join(cells)} |")
+
+
 async def _fanout_section(plan: Plan, report: Report, targets: list[Target], provider: Any) -> None:
     report.add(
         "## Fan-out: µs per child",
@@ -281,15 +294,7 @@ async def _fanout_section(plan: Plan, report: Report, targets: list[Target], pro
         "| anyio + span + observe | ratio |",
         "| ---: | --- | --- | ---: | --- | --- | ---: |",
     )
-    for n, res in results.items():
-        t = res.time
-        if "sw_full" not in t:
-            continue
-        report.add(
-            f"| {n} | {t['sw_trace'].fmt()} | {t['anyio_span'].fmt()} | "
-            f"{ratio(t['sw_trace'], t['anyio_span']):.2f}× | {t['sw_full'].fmt()} | "
-            f"{t['anyio_span_hist'].fmt()} | {ratio(t['sw_full'], t['anyio_span_hist']):.2f}× |"
-        )
+    _pair_rows(report, results, ("sw_trace", "anyio_span"), ("sw_full", "anyio_span_hist"))
     report.add(
         "",
         "The issue-10 cases: telemetry as a user gets it. *Defaults* = `FlowExecutor()` with "
@@ -304,15 +309,7 @@ async def _fanout_section(plan: Plan, report: Report, targets: list[Target], pro
         "| anyio + span + observe | ratio |",
         "| ---: | --- | --- | ---: | --- | --- | ---: |",
     )
-    for n, res in results.items():
-        t = res.time
-        if "sw_defaults" not in t:
-            continue
-        report.add(
-            f"| {n} | {t['sw_defaults'].fmt()} | {t['anyio_hist'].fmt()} | "
-            f"{ratio(t['sw_defaults'], t['anyio_hist']):.2f}× | {t['sw_sdk'].fmt()} | "
-            f"{t['anyio_span_hist'].fmt()} | {ratio(t['sw_sdk'], t['anyio_span_hist']):.2f}× |"
-        )
+    _pair_rows(report, results, ("sw_defaults", "anyio_hist"), ("sw_sdk", "anyio_span_hist"))
     at = results.get(ISSUE10_N)
     if at is not None:
         t = at.time

@@ -97,25 +97,23 @@ def test_installed_wheel_exports_the_dashboards(tmp_path: Path) -> None:
     (Path(purelib) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
     clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    where = subprocess.run(
-        [str(python), "-c", "import stepwatch; print(stepwatch.__file__)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env=clean,
-    )
-    assert where.returncode == 0, where.stderr
-    assert Path(where.stdout.strip()).is_relative_to(env)
+
+    def installed(*args: str) -> str:
+        """Run the installed wheel's Python outside the source tree; its output."""
+        done = subprocess.run(
+            [str(python), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=clean,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    where = installed("-c", "import stepwatch; print(stepwatch.__file__)")
+    assert Path(where.strip()).is_relative_to(env)
     out = tmp_path / "exported"
-    run = subprocess.run(
-        [str(python), "-m", "stepwatch.dashboards", "export", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env=clean,
-    )
-    assert run.returncode == 0, run.stderr
+    installed("-m", "stepwatch.dashboards", "export", str(out))
     for name, source in _SOURCES.items():
         assert (out / name).read_bytes() == (ROOT / source).read_bytes(), name

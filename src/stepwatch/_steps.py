@@ -478,20 +478,14 @@ class Parallel(Step):
         steps = _steps_tuple(self, "steps", self.steps)
         object.__setattr__(self, "steps", steps)
         _check_unique(_describe(self), f"{self.name}.steps", steps)
-        if self.on_timeout not in ("raise", "partial"):
-            raise ValidationError(
-                f"{_describe(self)}.on_timeout must be 'raise' or 'partial'; "
-                f"got {self.on_timeout!r}",
-                field=f"{self.name}.on_timeout",
-                value=self.on_timeout,
-            )
-        if self.on_failure not in ("raise", "partial"):
-            raise ValidationError(
-                f"{_describe(self)}.on_failure must be 'raise' or 'partial'; "
-                f"got {self.on_failure!r}",
-                field=f"{self.name}.on_failure",
-                value=self.on_failure,
-            )
+        for option in ("on_timeout", "on_failure"):
+            chosen = getattr(self, option)
+            if chosen not in ("raise", "partial"):
+                raise ValidationError(
+                    f"{_describe(self)}.{option} must be 'raise' or 'partial'; got {chosen!r}",
+                    field=f"{self.name}.{option}",
+                    value=chosen,
+                )
         degrade = self.on_failure == "partial"
         if self.fail_fast is None:
             object.__setattr__(self, "fail_fast", not degrade)

@@ -67,7 +67,7 @@ class Logging:
 
     def start(self, ctx: StepContext) -> bool:
         """Log ``step.started`` if debug events go anywhere; return whether they do."""
-        if not (self._debug if time.monotonic() < self._debug_until else self.debug()):
+        if not self.debug():
             return False
         step = ctx.step
         assert step is not None

@@ -55,11 +55,11 @@ class StepSeries(_Exemplars):
 
     __slots__ = (
         "_cancelled",
+        "_durations",
         "_exemplar_due",
         "_set",
         "_timeouts",
         "budget",
-        "durations",
         "flow",
         "in_progress",
         "live",
@@ -77,7 +77,7 @@ class StepSeries(_Exemplars):
         self.live: dict[int, int] | None = metric_set.live_count(
             (flow, step_type), self.in_progress
         )
-        self.durations: dict[str, Any] = {}
+        self._durations: dict[str, Any] = {}
         self._exemplar_due: dict[str, list[float]] = {}
         self._cancelled: dict[str, Any] = {}
         self._timeouts: Any = None
@@ -85,10 +85,10 @@ class StepSeries(_Exemplars):
 
     def duration(self, outcome: str) -> Any:
         """The duration histogram child for ``outcome``."""
-        child = self.durations.get(outcome)
+        child = self._durations.get(outcome)
         if child is None:
             child = self._set.duration.labels(self.flow, self.step, self.step_type, outcome)
-            self.durations[outcome] = child
+            self._durations[outcome] = child
         return child
 
     def budgeted(self) -> Any:
@@ -120,21 +120,21 @@ class StepSeries(_Exemplars):
 class FlowSeries(_Exemplars):
     """The labelled children of one flow's runs (the root step), created on first use."""
 
-    __slots__ = ("_exemplar_due", "_set", "_timeouts", "durations", "flow")
+    __slots__ = ("_durations", "_exemplar_due", "_set", "_timeouts", "flow")
 
     def __init__(self, metric_set: MetricSet, flow: str) -> None:
         self._set = metric_set
         self.flow = flow
-        self.durations: dict[str, Any] = {}
+        self._durations: dict[str, Any] = {}
         self._exemplar_due: dict[str, list[float]] = {}
         self._timeouts: Any = None
 
     def duration(self, outcome: str) -> Any:
         """The flow duration histogram child for ``outcome``."""
-        child = self.durations.get(outcome)
+        child = self._durations.get(outcome)
         if child is None:
             child = self._set.flow_duration.labels(self.flow, outcome)
-            self.durations[outcome] = child
+            self._durations[outcome] = child
         return child
 
     def timeouts(self) -> Any:

@@ -140,10 +140,7 @@ class Metrics:
             and series.exemplar_due(result, elapsed, time.monotonic(), self.exemplar_interval)
         ):
             exemplar = _exemplar()
-        child = series.durations.get(result)
-        if child is None:
-            child = series.duration(result)
-        child.observe(elapsed, exemplar)
+        series.duration(result).observe(elapsed, exemplar)
 
     def end_flow(self, record: StepEnded, series: FlowSeries, result: str, traced: bool) -> None:
         """One flow-duration observation; a flow timeout (``FlowTimeoutError``) counted."""

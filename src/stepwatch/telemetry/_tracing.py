@@ -179,8 +179,6 @@ class Tracing:
 
     def start(self, ctx: StepContext) -> Any:
         """Start the step's span and make it current; ``None`` when tracing is a no-op."""
-        if self.provider is None and time.monotonic() < self._noop_until:
-            return None  # known to be a no-op (the usual no-SDK case: one clock read)
         if self.noop():
             return None  # no SDK: spans would be non-recording; the context stays as is
         step = ctx.step
