@@ -101,8 +101,14 @@ NOTES: dict[str, str] = {
         "histogram observations — duration and budget ratio — the series look-up, the "
         "in-progress count, and with tracing off the exemplar look-up, ≈ 6 000, skipped "
         "while tracing is a no-op); logging alone +17 000 and tracing with no SDK provider "
-        "alone +17 000, each mostly the shared record. Meeting 1.2 × 142 000 ≈ 171 000 "
-        "needs the telemetry-off path to drop first (see above)."
+        "alone +17 000, each mostly the shared record. The target, 1.2 × 142 000 ≈ 171 000, "
+        "is the floor that the documented metrics set by themselves: the three updates every "
+        "step makes (duration observation ≈ 4 200, budget-ratio observation ≈ 4 300, "
+        "in-progress count ≈ 2 600; each measured by taking it out) on top of telemetry off "
+        "come to ≈ 170 500 (1.198×), which leaves nothing for the record, its dispatch, the "
+        "series look-up and the level checks. Reaching it needs the telemetry-off path to "
+        "drop first (see above), or a budget-ratio histogram and an in-progress gauge that "
+        "are not on by default."
     ),
     "i10_sdk": (
         "≈ 433 000 instructions per child against ≈ 292 000. A raw SDK span costs "
@@ -111,7 +117,11 @@ NOTES: dict[str, str] = {
         "attempts at the end), and the SDK validates each one (`_clean_attribute_value`, "
         "then a locked insert: ≈ 3 000 instructions an attribute), plus the metrics with a "
         "real exemplar per child in the counted run (two id formats and the exemplar's "
-        "validation, the worst case) and logging as in the defaults case."
+        "validation, the worst case) and logging as in the defaults case. Measured by taking "
+        "them out: with no span attributes and no end-of-step description ≈ 360 000 (1.23×, "
+        "within the target); with only the attributes the design requires (flow, step, type "
+        "and timeout at the start, outcome at the end) ≈ 423 000 (1.45×). The target is "
+        "below what the required attributes cost through the SDK's validation."
     ),
     "i10_lateness": (
         "on this 2-core machine starting 10 000 children takes longer than the 50 ms "
