@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from anyio import CancelScope, sleep
 
 from ._checkpoints import cancelled_for_real, deliver_expired
+from ._context import ChildProgress, describe_children
 from ._errors import (
     DeadlineExceededError,
     FlowTimeoutError,
@@ -311,7 +312,10 @@ def _timeout_error(step: Step, ctx: StepContext) -> StepTimeoutError | FlowTimeo
     pending = progress.pending() if progress is not None else []
     outcomes = progress.by_name() if progress is not None else {}
     timeout = ctx._timeout if ctx._timeout is not None else math.inf
-    detail = progress.describe() if progress is not None else ""
+    if isinstance(progress, ChildProgress):  # its parts are computed above: not twice
+        detail = describe_children(len(progress.steps), partial, pending)
+    else:
+        detail = progress.describe() if progress is not None else ""
     detail += _overrun_detail(ctx)
     attempts = f" (attempt {ctx._attempt})" if ctx._attempt > 1 else ""
     if step.type == FLOW_TYPE:
