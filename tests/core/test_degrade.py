@@ -359,6 +359,26 @@ class TestFallbackOnFailure:
             await executor().run(Flow("f", group))
         assert info.value.outcomes["r"].status is Status.CANCELLED
 
+    async def test_not_used_when_cut_off_by_a_partial_groups_deadline(self) -> None:
+        """A group returning partial results at its deadline gives a cut-off child no
+        failure-only fallback: the child stays cancelled and pending, with no value."""
+        recorder = Recorder()
+        group = Parallel(
+            "g",
+            [Request("a", "fast"), Request("r", "hang", fallback="x", fallback_on="failure")],
+            timeout=0.05,
+            on_timeout="partial",
+        )
+        result = await executor(hooks=[recorder]).run(Flow("f", group))
+        assert result["g"] == {"a": "fast"}
+        assert "r" not in result
+        outcome = result.outcomes["r"]
+        assert outcome.status is Status.CANCELLED and outcome.cause is CancelCause.DEADLINE
+        assert outcome.value is None and not outcome.recovered
+        assert [o.status for o in recorder.outcomes if o.name == "r"] == [Status.CANCELLED]
+        group_error = result.outcomes["g"].error
+        assert isinstance(group_error, StepTimeoutError) and group_error.pending == ("r",)
+
     async def test_hooks_see_the_fallback_with_its_error(self) -> None:
         """Hooks get the fallback outcome with the failure it replaced."""
         recorder = Recorder()

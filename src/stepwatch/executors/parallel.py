@@ -177,7 +177,8 @@ class ParallelExecutor:
 def _partial(
     step: Parallel, ctx: StepContext, progress: ChildProgress, error: BaseException
 ) -> Any:
-    """``on_timeout="partial"``: the finished results, cut-off children's fallbacks; but
+    """``on_timeout="partial"``: the finished results, and the fallbacks of cut-off
+    children whose fallback covers a timeout (``fallback_on`` with ``"timeout"``); but
     children that failed before the deadline still raise, unless the step degrades
     (``on_failure="partial"``)."""
     failures = [
@@ -199,7 +200,12 @@ def _partial(
         child = progress.steps[i]
         if outcome.ok:
             partial[outcome.name] = outcome.value
-        elif outcome.status is Status.CANCELLED and child.fallback is not NO_FALLBACK:
+        elif (
+            outcome.status is Status.CANCELLED
+            and child.fallback is not NO_FALLBACK
+            # cut off, it did not fail: a failure-only fallback does not apply
+            and "timeout" in child.fallback_triggers
+        ):
             replaced = Outcome(
                 outcome.name,
                 outcome.step_type,
