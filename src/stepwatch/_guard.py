@@ -132,7 +132,10 @@ class DeadlineGuard:
                     break
                 ctx._verdict = (error, True)  # kept if it is not retried after all
                 delay = policy.delay(ctx._attempt)
-                asked = policy.asked_delay(error)
+                try:
+                    asked = policy.asked_delay(error)
+                except Exception:  # a hostile header or error: no asked wait; the step's
+                    asked = None  # own error is what it raises, never this one
                 if asked is not None:
                     delay = max(delay, asked)
                 parent = ctx._parent

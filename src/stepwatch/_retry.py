@@ -221,16 +221,20 @@ def retry_after(error: BaseException) -> float | None:
     ``HTTPStatusError``, aiohttp's ``ClientResponseError``, requests' and urllib's
     ``HTTPError``), or from a ``retry_after`` attribute (seconds) that any exception may
     carry. A :class:`StepFailedError` wrapping one error is looked through. Both forms of
-    the header (seconds, HTTP-date) are understood; an unusable value is ``None``.
+    the header (seconds, HTTP-date) are understood; an unusable value (an attribute that
+    raises when read, an int too large for a float) is ``None``.
     """
     seen = 0
     while isinstance(error, StepFailedError) and len(error.errors) == 1 and seen < 64:
         error = error.errors[0]
         seen += 1
-    attribute = getattr(error, "retry_after", None)
-    if isinstance(attribute, int | float) and not isinstance(attribute, bool):
-        seconds = float(attribute)
-        return seconds if seconds >= 0 else None  # nan fails the test too
+    try:
+        attribute = getattr(error, "retry_after", None)
+        if isinstance(attribute, int | float) and not isinstance(attribute, bool):
+            seconds = float(attribute)  # OverflowError for 10**400
+            return seconds if seconds >= 0 else None  # nan fails the test too
+    except Exception:  # garbage is ignored: the step's own error must stand, not this one
+        return None
     _, headers = _status_and_headers(error, _kinds(error))
     if headers is None:
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -19,11 +20,49 @@ from stepwatch import (
     StepFailedError,
     StepTimeoutError,
     ValidationError,
+    retry_after,
 )
 
 from .helpers import Flaky
 
 pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
+
+
+class Throttled(Exception):
+    """Asks for a wait too large for a float (a hostile header parsed by a client)."""
+
+    retryable = True
+    retry_after = 10**400
+
+
+class BrokenRetryAfter(Exception):
+    """Its retry_after is a property that raises."""
+
+    retryable = True
+
+    @property
+    def retry_after(self) -> float:
+        raise RuntimeError("the property broke")
+
+
+class HostileHeader(str):
+    """A Retry-After header value that raises when parsed."""
+
+    def strip(self, chars: str | None = None, /) -> str:
+        raise RuntimeError("the header broke")
+
+
+class HTTPStatusError(Exception):
+    """An overloaded server's answer, named as httpx's (stepwatch knows it by name), with
+    a Retry-After header that raises when parsed."""
+
+    __module__ = "httpx"
+
+    def __init__(self) -> None:
+        super().__init__("503 Service Unavailable")
+        self.response = SimpleNamespace(
+            status_code=503, headers={"Retry-After": HostileHeader("1")}
+        )
 
 
 class TestRetry:
@@ -157,6 +196,22 @@ class TestRetry:
         assert len(flaky.calls) == len(asked) == 1
         assert info.value.result is not None
         assert info.value.result.outcomes["r"].status is Status.FAILED
+
+    @pytest.mark.parametrize(
+        "error",
+        [Throttled(), BrokenRetryAfter(), HTTPStatusError()],
+        ids=["too-large-for-a-float", "property-raises", "header-raises"],
+    )
+    async def test_a_garbage_retry_after_is_ignored(self, error: Exception) -> None:
+        """A Retry-After that cannot be read or converted is ignored: the step is retried
+        after its own backoff, its error never replaced by the Retry-After's."""
+        flaky = Flaky.times(1, error)
+        step = Request("r", "h", retry=Retry(attempts=2, initial=0.01, jitter=False))
+        result = await FlowExecutor(handlers={"h": flaky}).run(Flow("f", step))
+        assert result["r"] == "ok" and result.outcomes["r"].attempts == 2
+        assert flaky.gaps() == pytest.approx([0.01], abs=0.05)
+        if not isinstance(error, HTTPStatusError):  # its parse error is caught by the guard
+            assert retry_after(error) is None
 
     def test_retry_validation(self) -> None:
         """Bad retry settings name the field and value."""
