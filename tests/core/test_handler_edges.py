@@ -107,3 +107,28 @@ class TestInterruptsFromChildren:
         assert recorder["a"].status is Status.FAILED
         assert isinstance(recorder["a"].error, exc_type)
         assert recorder["b"].status is Status.CANCELLED
+
+    @pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+    @pytest.mark.parametrize("where", ["sequence", "flow"])
+    async def test_interrupt_in_a_sequence_closes_the_steps_after_it(
+        self, exc_type: type[BaseException], where: str
+    ) -> None:
+        """KeyboardInterrupt / SystemExit from a step of a sequence (or of a flow's top
+        level) reaches the caller bare, and every step after it is cancelled with cause
+        sibling_failure, never started."""
+
+        async def interrupt(params: Any) -> Any:
+            raise exc_type()
+
+        recorder = OutcomeRecorder()
+        steps = [Request("a", "ok"), Request("k", "interrupt"), Request("c", "ok")]
+        flow = Flow("f", Sequence("seq", steps) if where == "sequence" else steps)
+        ex = quiet(handlers={"interrupt": interrupt, "ok": sleeping(0)}, hooks=[recorder])
+        with pytest.raises(exc_type):
+            await ex.run(flow)
+        assert recorder["a"].status is Status.SUCCEEDED
+        assert isinstance(recorder["k"].error, exc_type)
+        assert [o.name for o in recorder.outcomes if o.name == "c"] == ["c"]
+        assert recorder["c"].status is Status.CANCELLED
+        assert recorder["c"].cause is CancelCause.SIBLING_FAILURE
+        assert recorder["c"].attempts == 0

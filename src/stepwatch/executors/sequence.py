@@ -26,14 +26,22 @@ async def _run_in_order(step: Step, ctx: StepContext) -> list[Any]:
     except anyio.get_cancelled_exc_class():
         ctx.close_children()
         raise
+    except Exception:  # a failed child's error: the rest are closed above
+        raise
+    except BaseException:
+        # a KeyboardInterrupt / SystemExit from a child goes on bare (run_child recorded
+        # the child's outcome); the steps after it never start, as after a failure
+        ctx.close_children(CancelCause.SIBLING_FAILURE)
+        raise
     return values
 
 
 class SequenceExecutor:
     """Runs the children in order; the value is a dict name → value of each child.
 
-    A child failure stops the sequence; the children after it are recorded as cancelled
-    with cause ``sibling_failure``.
+    A child failure (or a ``KeyboardInterrupt`` / ``SystemExit``, which is re-raised bare)
+    stops the sequence; the children after it are recorded as cancelled with cause
+    ``sibling_failure``.
     """
 
     def can_execute(self, step: Step) -> bool:
