@@ -184,7 +184,11 @@ def _overran(ctx: StepContext, seconds: float, produced: Any) -> None:
     """Note that ``ctx``'s step ended ``seconds`` after the deadline governing it."""
     ctx._overrun = max(0.0, seconds)
     ctx._late = produced
-    ctx._run.overruns.append(ctx)
+    overruns = ctx._run.overruns
+    # a retried step that overran on an earlier attempt is listed already: it is named
+    # once, with its latest overrun (a first attempt cannot be listed: no scan)
+    if ctx._attempt == 1 or ctx not in overruns:
+        overruns.append(ctx)
 
 
 async def _cut_off(ctx: StepContext, end: float, result: Any, *, produced: bool = True) -> None:

@@ -17,6 +17,7 @@ from stepwatch import (
     Loop,
     Parallel,
     Request,
+    Retry,
     Sequence,
     Status,
     StepTimeoutError,
@@ -233,6 +234,22 @@ class TestValuesAfterTheDeadline:
         assert innocent.overrun is None
         assert blocker.status is innocent.status is Status.CANCELLED
         assert "blocker" in str(err).split("overran", 1)[1]
+
+    async def test_a_retried_step_that_overran_is_named_once(self) -> None:
+        """A step that overran on every attempt is named once in its owner's timeout
+        message, with the overrun of its last attempt."""
+        retry = Retry(attempts=3, initial=0.01, jitter=False)
+        hog = Request("hog", "block", timeout=0.1, retry=retry)  # the third is cut off by s
+        flow = Flow("f", Sequence("s", [hog], timeout=0.45))
+        with pytest.raises(StepTimeoutError) as info:
+            await quiet(handlers={"block": blocking(0.15)}).run(flow)
+        err = info.value
+        assert err.step_name == "s"
+        outcome = err.outcomes["hog"]
+        assert outcome.attempts == 3 and outcome.overrun is not None
+        named = str(err).split("overran the deadline", 1)[1]
+        assert named.count("hog") == 1, named
+        assert f"hog (+{outcome.overrun:.3f} s)" in named
 
     async def test_late_value_with_a_fallback_uses_the_fallback(self) -> None:
         """A value that arrives after the deadline is replaced by the step's fallback."""
