@@ -15,12 +15,19 @@ does what an ``await`` would do, at a cost of one clock read when nothing is wro
   the backend's timer has fired yet;
 * it is a schedule point at least every :data:`YIELD_INTERVAL` seconds of a run (and at
   the first boundary of every run), so other tasks and the backend's timers get to run.
+
+On asyncio a cancel can also come as a native request (``Task.cancel()``: shutdown,
+``asyncio.timeout``) that no anyio cancel scope knows of. asyncio raises it once, at the
+task's next ``await``; a handler that swallows it would leave nothing for anyio's check to
+find. So the boundary also compares the pending cancel requests of the task ``run()`` was
+called in with their number when the run began, as ``asyncio.timeout`` does, and raises
+the cancellation again (:func:`swallowed_cancel`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from anyio import current_effective_deadline, get_cancelled_exc_class
 from anyio.lowlevel import checkpoint
@@ -28,7 +35,14 @@ from anyio.lowlevel import checkpoint
 if TYPE_CHECKING:
     from ._context import StepContext
 
-__all__ = ["YIELD_INTERVAL", "cancelled_for_real", "deliver_expired", "enter"]
+__all__ = [
+    "YIELD_INTERVAL",
+    "cancelled_for_real",
+    "deliver_expired",
+    "enter",
+    "host_task",
+    "swallowed_cancel",
+]
 
 YIELD_INTERVAL: Final = 0.002
 """Seconds of a run's steps between two schedule points made by the step boundaries."""
@@ -95,3 +109,22 @@ def cancelled_for_real(exc: BaseException) -> bool:
             return False
         return task is not None and task.cancelling() > 0
     return isinstance(exc, get_cancelled_exc_class())
+
+
+def host_task() -> tuple[asyncio.Task[Any] | None, int]:
+    """The asyncio task running now and its pending cancel requests (``None, 0`` on trio)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio event loop in this thread (trio)
+        return None, 0
+    if task is None:
+        return None, 0
+    return task, task.cancelling()
+
+
+def swallowed_cancel() -> asyncio.CancelledError:
+    """The cancellation to raise when the run's task has a cancel request that arrived
+    during the run and that a handler swallowed (the task is still being cancelled)."""
+    return asyncio.CancelledError(
+        "the caller's cancellation, raised again at a step boundary: a handler swallowed it"
+    )

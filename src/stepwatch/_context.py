@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from anyio import CancelScope
 from anyio.lowlevel import checkpoint, current_token
 
-from ._checkpoints import deliver_expired
+from ._checkpoints import deliver_expired, host_task, swallowed_cancel
 from ._outcome import CancelCause, Outcome, Status
 from ._text import listing
 from ._workers import awaited, invoker_for
@@ -42,6 +42,8 @@ class RunState:
         "clock",
         "executor",
         "flow",
+        "host",
+        "host_cancels",
         "input",
         "outcomes",
         "overruns",
@@ -70,6 +72,10 @@ class RunState:
         # the event loop's clock and cancel check, looked up once per run (anyio's
         # current_time() finds the backend on every call)
         self.clock, self.cancel_check = _backend()
+        # on asyncio, the task run() was called in and its pending cancel requests then:
+        # a request made during the run that a handler swallowed is raised again at the
+        # next step boundary (see _checkpoints.swallowed_cancel); None on trio
+        self.host, self.host_cancels = host_task()
         self.started = self.clock()
         # when a step boundary last yielded to the event loop; -inf makes the first
         # boundary of every run a full checkpoint (cancel point and schedule point)
@@ -449,11 +455,15 @@ class StepContext:
         cancellation if the caller was cancelled or a deadline governing this step has
         passed, even when the event loop has not acted on that deadline yet (it was
         busy). Call it between children that may not await."""
-        now = self._run.clock()
+        run = self._run
+        now = run.clock()
         if now >= self._deadline:
             await deliver_expired(self, now)
         else:
             await checkpoint()
+        host = run.host
+        if host is not None and host.cancelling() > run.host_cancels:
+            raise swallowed_cancel()
 
     def set_iteration(self, iteration: int | None) -> None:
         """Set the loop iteration this step's callables and children see."""

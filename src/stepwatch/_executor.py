@@ -23,7 +23,7 @@ import anyio
 from anyio import current_effective_deadline
 from anyio.lowlevel import checkpoint_if_cancelled
 
-from ._checkpoints import YIELD_INTERVAL, enter
+from ._checkpoints import YIELD_INTERVAL, enter, swallowed_cancel
 from ._context import ChildProgress, RunState, StepContext
 from ._errors import StepwatchError, ValidationError
 from ._guard import DeadlineGuard, step_failed
@@ -439,6 +439,9 @@ class FlowExecutor:
         # a cancel point at the end too: a handler that swallowed the caller's cancel
         # must not turn it into a normal return
         await checkpoint_if_cancelled()
+        host = run.host
+        if host is not None and host.cancelling() > run.host_cancels:
+            raise swallowed_cancel()
         values = run.values
         result = RunResult(
             flow_name=flow.name,
@@ -469,6 +472,9 @@ class FlowExecutor:
             now = await enter(parent, now)
         else:
             await run.cancel_check()
+        host = run.host  # a native cancel a handler swallowed (see _checkpoints)
+        if host is not None and host.cancelling() > run.host_cancels:
+            raise swallowed_cancel()
         ctx = StepContext(run, parent, step, timeout, now, index)
         instrumentation = self._instrumentation
         token: object = None

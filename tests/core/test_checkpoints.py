@@ -4,8 +4,10 @@ still let other tasks run."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -121,6 +123,136 @@ class TestCallerCancelsDuringTheRun:
         assert scope.cancelled_caught
         assert recorder["loop"].cause is CancelCause.OUTSIDE
         assert len([o for o in recorder.outcomes if o.name == "t"]) <= 6
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Paused(Step):
+    """A user step type whose executor awaits a callable, then checkpoints."""
+
+    type: ClassVar[str] = "paused"
+
+
+async def swallow(params: Any) -> str:
+    """A badly behaved handler: waits, and returns normally when it is cancelled."""
+    try:
+        await anyio.sleep(10)
+    except anyio.get_cancelled_exc_class():
+        return "swallowed"
+    return "slept"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+class TestNativeAsyncioCancelSwallowedByAHandler:
+    """asyncio raises a native cancel (``Task.cancel()``, ``asyncio.timeout``) once; a
+    handler that swallows it must not let the run go on (trio has no such cancel)."""
+
+    @pytest.mark.parametrize("last", [False, True], ids=["then-a-step", "last-step"])
+    async def test_task_cancel_is_raised_again_at_the_next_boundary(
+        self, anyio_backend: Any, last: bool
+    ) -> None:
+        """task.cancel() swallowed by a handler is raised at the next step boundary (or at
+        the end of run()), so no later handler runs and the task ends cancelled."""
+        import asyncio
+
+        entered = Entered()
+        recorder = OutcomeRecorder()
+        steps = [Request("a", "swallow")] + ([] if last else [Request("b", "h")])
+        ex = quiet(handlers={"swallow": swallow, "h": entered.handler}, hooks=[recorder])
+        task = asyncio.ensure_future(ex.run(Flow("f", steps)))
+        await asyncio.sleep(0.05)  # the run is in the handler's sleep
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+        assert entered.count == 0
+        assert recorder["a"].value == "swallowed"
+        if not last:
+            assert recorder["b"].attempts == 0  # never started: recorded as cancelled
+            assert recorder["b"].cause is CancelCause.OUTSIDE
+
+    async def test_asyncio_timeout_fires_although_a_handler_swallowed_it(
+        self, anyio_backend: Any
+    ) -> None:
+        """The caller's asyncio.timeout() becomes its TimeoutError although the handler it
+        interrupted swallowed the cancellation; the next step never starts."""
+        import asyncio
+
+        entered = Entered()
+        ex = quiet(handlers={"swallow": swallow, "h": entered.handler})
+        flow = Flow("f", [Request("a", "swallow"), Request("b", "h")])
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await ex.run(flow)
+        assert entered.count == 0
+
+    async def test_an_executors_checkpoint_raises_a_swallowed_cancel(
+        self, anyio_backend: Any
+    ) -> None:
+        """StepContext.checkpoint() raises the caller's cancel that a callable the executor
+        awaited swallowed, as it promises executors."""
+        import asyncio
+
+        after: list[str] = []
+
+        class Pause:
+            def can_execute(self, step: Step) -> bool:
+                return isinstance(step, Paused)
+
+            async def execute(self, step: Step, ctx: Any) -> Any:
+                value = await ctx.call(swallow, None)
+                await ctx.checkpoint()
+                after.append(value)
+                return value
+
+        ex = quiet()
+        ex.register(Paused, Pause())
+        task = asyncio.ensure_future(ex.run(Flow("f", Paused("p"))))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert after == []
+
+    async def test_a_handlers_own_asyncio_timeout_is_not_the_callers_cancel(
+        self, anyio_backend: Any
+    ) -> None:
+        """A handler whose own asyncio.timeout() fires and is handled leaves the run going:
+        only cancel requests still pending count."""
+        import asyncio
+
+        async def bounded(params: Any) -> str:
+            try:
+                async with asyncio.timeout(0.01):
+                    await asyncio.sleep(10)
+            except TimeoutError:
+                return "gave up"
+            return "slept"
+
+        entered = Entered()
+        ex = quiet(handlers={"bounded": bounded, "h": entered.handler})
+        result = await ex.run(Flow("f", [Request("a", "bounded"), Request("b", "h", "b")]))
+        assert dict(result) == {"a": "gave up", "b": "b"}
+        assert entered.count == 1
+
+    async def test_a_cancel_swallowed_before_run_is_not_raised_by_it(
+        self, anyio_backend: Any
+    ) -> None:
+        """A cancel request the caller's own code swallowed before calling run() is the
+        caller's business: run() counts only those that arrive during the run."""
+        import asyncio
+
+        async def caller() -> dict[str, Any]:
+            # swallowed, without uncancel(): the task stays "cancelling"
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(10)
+            assert asyncio.current_task().cancelling() == 1  # type: ignore[union-attr]
+            ex = quiet(handlers={"h": Entered().handler})
+            return dict(await ex.run(Flow("f", [Request("a", "h", 1), Request("b", "h", 2)])))
+
+        task = asyncio.ensure_future(caller())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        assert await task == {"a": 1, "b": 2}
 
 
 class TestRunIsACheckpoint:
