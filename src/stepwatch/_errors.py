@@ -102,6 +102,13 @@ class StepwatchError(Exception):
         self._result = value
 
 
+def left_a_run(error: StepwatchError) -> bool:
+    """Whether ``error`` has already come out of a ``FlowExecutor.run()`` (it has its
+    ``result``): raised by a handler that ran a sub-flow, it is that handler's failure, not
+    an error of the run it is now in."""
+    return error._result is not None
+
+
 class _RunError(StepwatchError):
     """An error a run raises: its ``result`` is always set when it leaves ``run()``."""
 

@@ -25,7 +25,7 @@ from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._checkpoints import YIELD_INTERVAL, enter, swallowed_cancel
 from ._context import ChildProgress, RunState, StepContext
-from ._errors import StepwatchError, ValidationError
+from ._errors import StepwatchError, ValidationError, left_a_run
 from ._guard import DeadlineGuard, step_failed
 from ._outcome import CancelCause, Outcome, Status, new_outcome
 from ._protocols import ExecutorDecorator, Instrumentation, StepExecutor, StepHook
@@ -510,7 +510,7 @@ class FlowExecutor:
             end = _end_of(ctx)
             status = Status.TIMED_OUT if ctx._status is Status.TIMED_OUT else Status.FAILED
             error: Exception = exc
-            if not isinstance(exc, StepwatchError):
+            if not isinstance(exc, StepwatchError) or left_a_run(exc):
                 error = step_failed(step, ctx, exc, end - now)
             outcome = new_outcome(
                 step.name,

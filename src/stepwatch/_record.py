@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from ._errors import StepFailedError, StepwatchError, ValidationError
+from ._errors import StepFailedError, StepwatchError, ValidationError, left_a_run
 from ._frozen import writable_twin
 from ._outcome import TELEMETRY_VALUES, CancelCause, Outcome, Status
 
@@ -246,18 +246,22 @@ def arose_here(step: Step, error: BaseException | None) -> bool:
     """Whether ``error`` arose in ``step`` (see StepEnded.arose_here)."""
     if error is None:
         return False
-    if (
+    if _passing_through(step, error):
+        return False  # a child's error
+    if isinstance(error, StepFailedError) and error.errors:
+        return not all(_passing_through(step, e) for e in error.errors)
+    return True
+
+
+def _passing_through(step: Step, error: BaseException) -> bool:
+    """Whether ``error`` is the error of a step of this run below ``step`` (one that came
+    out of another run, a sub-flow's, arose in the handler that raised it)."""
+    return (
         isinstance(error, StepwatchError)
         and error.step_name is not None
         and error.step_name != step.name
-    ):
-        return False  # a child's error passing through
-    if isinstance(error, StepFailedError) and error.errors:
-        return not all(
-            isinstance(e, StepwatchError) and e.step_name is not None and e.step_name != step.name
-            for e in error.errors
-        )
-    return True
+        and not left_a_run(error)
+    )
 
 
 def budget_ratio(status: Status, timeout: float | None, attempt_elapsed: float) -> float | None:

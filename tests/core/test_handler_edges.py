@@ -12,11 +12,13 @@ import pytest
 from stepwatch import (
     CancelCause,
     Flow,
+    FlowExecutor,
     Parallel,
     Request,
     Sequence,
     Status,
     StepFailedError,
+    StepTimeoutError,
     Transform,
 )
 from stepwatch.testing import OutcomeRecorder, sleeping
@@ -132,3 +134,53 @@ class TestInterruptsFromChildren:
         assert recorder["c"].status is Status.CANCELLED
         assert recorder["c"].cause is CancelCause.SIBLING_FAILURE
         assert recorder["c"].attempts == 0
+
+
+@pytest.mark.virtual_time
+class TestHandlersRunningSubFlows:
+    """A handler may run a sub-flow with its own executor: the sub-flow's error is that
+    handler's failure in the outer run, not an error of one of the outer run's steps."""
+
+    def flows(self, recorder: OutcomeRecorder) -> tuple[FlowExecutor, Flow]:
+        inner_ex = quiet(handlers={"sleep": sleeping(10)})
+        inner = Flow(
+            "inner",
+            [
+                Transform("fast", lambda ctx: "fast", inline=True),
+                Request("slowpoke", "sleep", timeout=0.1, retry=None),
+            ],
+        )
+
+        async def subflow(params: Any) -> Any:
+            return (await inner_ex.run(inner)).output
+
+        outer_ex = quiet(handlers={"subflow": subflow}, hooks=[recorder])
+        return outer_ex, Flow("outer", [Request("call_sub", "subflow", timeout=10, retry=None)])
+
+    async def test_a_sub_flows_timeout_is_the_handlers_failure(self) -> None:
+        """The outer step fails with a StepFailedError naming it, whose cause is the
+        sub-flow's StepTimeoutError with the sub-flow's own result intact."""
+        recorder = OutcomeRecorder()
+        ex, flow = self.flows(recorder)
+        with pytest.raises(StepFailedError) as caught:
+            await ex.run(flow)
+        error = caught.value
+        assert error.step_name == "call_sub"
+        assert error.result.flow_name == "outer"
+        inner_error = error.__cause__
+        assert isinstance(inner_error, StepTimeoutError)
+        assert inner_error.step_name == "slowpoke"
+        assert inner_error.result.flow_name == "inner"
+        assert dict(inner_error.result) == {"fast": "fast"}
+        assert recorder["call_sub"].status is Status.FAILED
+
+    async def test_its_record_says_the_error_arose_in_the_handlers_step(self) -> None:
+        """Telemetry logs and marks the failure on the outer step, with the sub-flow's
+        error class as its error.type."""
+        recorder = OutcomeRecorder()
+        ex, flow = self.flows(recorder)
+        with pytest.raises(StepFailedError):
+            await ex.run(flow)
+        record = next(r for r in recorder.records if r.step.name == "call_sub")
+        assert record.arose_here
+        assert record.error_type == "stepwatch.StepTimeoutError"
