@@ -19,6 +19,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from stepwatch import (
     Flow,
@@ -26,12 +28,14 @@ from stepwatch import (
     Parallel,
     Request,
     RunResult,
+    StepFailedError,
     StepwatchError,
 )
 from stepwatch import (
     Sequence as Seq,
 )
 from stepwatch.telemetry import TracingConfig
+from stepwatch.telemetry._instrument import Telemetry
 from stepwatch.testing import sleeping as sleeper
 from tests.helpers import memory_tracer
 
@@ -199,6 +203,44 @@ class TestBrokenExporters:
             executor(tracing=False), flow
         )
         provider.shutdown()
+
+    async def test_raising_on_start_keeps_metrics_and_log_events(self) -> None:
+        """A span processor whose on_start raises costs the steps their spans, nothing else."""
+        broken = provider_with(RaisingProcessor(on_start=True, on_end=False))
+        healthy, _ = memory_tracer()
+        assert await telemetry_of(broken) == await telemetry_of(healthy)
+        broken.shutdown()
+        healthy.shutdown()
+
+    async def test_a_failed_start_still_logs_the_steps_failure(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When step_started raises anyway (token None), step_ended still logs step.failed."""
+
+        def broken(self: Telemetry, ctx: Any) -> Any:
+            raise RuntimeError("step_started exploded")
+
+        monkeypatch.setattr(Telemetry, "step_started", broken)
+        ex = FlowExecutor(handlers=HANDLERS, tracing=False, registry=CollectorRegistry())
+        with capture_logs() as logs, pytest.raises(StepFailedError):
+            await ex.run(Flow("f", Request("a", "boom")))
+        assert [(e["event"], e["step"]) for e in logs] == [("step.failed", "a")]
+
+
+async def telemetry_of(provider: TracerProvider) -> tuple[Any, ...]:
+    """The metric counts and log events of the "failure" flow traced through ``provider``."""
+    registry = CollectorRegistry()
+    ex = FlowExecutor(handlers=HANDLERS, tracer_provider=provider, registry=registry)
+    with capture_logs() as logs:
+        await observe(ex, FLOWS["failure"])
+    counts = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name.endswith(("_count", "_total"))
+    }
+    assert counts  # metrics really were recorded
+    return counts, sorted((e["event"], e["step"]) for e in logs)
 
 
 def _closed_port() -> int:

@@ -3,12 +3,14 @@
 The executor calls :meth:`Telemetry.step_started` when a step starts and
 :meth:`Telemetry.step_ended` with the step's :class:`~stepwatch.StepEnded` when it ends,
 in the step's task. Order: the span is started first and ended last, so the metrics'
-exemplars and the log events see the step's span as the current one.
+exemplars and the log events see the step's span as the current one. The parts stand
+alone: a span that cannot be started (a span processor whose ``on_start`` raises) costs
+the step its span, never its metrics or log events.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import ValidationError
 from ._logging import Logging
@@ -25,6 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Telemetry", "make_telemetry"]
 
+_NO_TOKEN: Final = (None, None, False)
+"""What :meth:`Telemetry.step_ended` assumes when the executor has no token (``None``):
+no span, no metric series, no debug events; the step's warnings are still logged."""
+
 
 class Telemetry:
     """Tracing, metrics and logging parts (each ``None`` when switched off)."""
@@ -39,14 +45,24 @@ class Telemetry:
         self.logging = logging
 
     def step_started(self, ctx: StepContext, /) -> Any:
+        """Start the step's span, metric series and log events; return the token that
+        :meth:`step_ended` takes. Metrics and logging never raise (each guards its own
+        calls); tracing runs the application's span processors, so it is guarded here."""
         tracing, metrics, logging = self.tracing, self.metrics, self.logging
-        span = tracing.start(ctx) if tracing is not None else None
+        span = None
+        if tracing is not None:
+            try:  # try/except, not contextlib.suppress: no object built per step
+                span = tracing.start(ctx)
+            except Exception:  # e.g. on_start raised: no span, the rest goes on
+                span = None
         series = metrics.start(ctx) if metrics is not None else None
         debug = logging.start(ctx) if logging is not None else False
         return span, series, debug
 
     def step_ended(self, record: StepEnded, token: Any, /) -> None:
-        span, series, debug = token
+        """Record the step's end in each part; ``token`` is what :meth:`step_started`
+        returned, or ``None`` (the executor's stand-in when it raised)."""
+        span, series, debug = _NO_TOKEN if token is None else token
         try:
             result = record.result
         except Exception:  # pragma: no cover - a bug here must not break a flow
