@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from ._errors import ValidationError
 from ._retry import Retry, coerce_retry
+from ._text import encodable
 from ._timeouts import TimeoutOptions, TimeoutValue, as_float, coerce_options, validate_timeout
 
 if TYPE_CHECKING:
@@ -67,6 +68,24 @@ FallbackOn = Literal["timeout", "failure"]
 _FALLBACK_ON: Final[tuple[FallbackOn, ...]] = ("timeout", "failure")
 
 
+def _check_name(owner: str, name: object) -> None:
+    """Validate the ``name`` of a step or flow (``owner``: its class name): a non-empty
+    string that telemetry can export (see :func:`encodable`)."""
+    if not isinstance(name, str) or not name:
+        raise ValidationError(
+            f"{owner}.name must be a non-empty string; got {name!r}",
+            field=f"{owner}.name",
+            value=name,
+        )
+    if not encodable(name):
+        raise ValidationError(
+            f"{owner}.name must be encodable as UTF-8 (telemetry exports names as UTF-8 "
+            f"text); got {name!r}, which holds a surrogate code point",
+            field=f"{owner}.name",
+            value=name,
+        )
+
+
 def _describe(step: object) -> str:
     name = getattr(step, "name", "?")
     return f"{type(step).__name__}({name!r})"
@@ -110,12 +129,7 @@ class Step:
     fallback_on: FallbackOn | abc.Iterable[FallbackOn] | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValidationError(
-                f"{type(self).__name__}.name must be a non-empty string; got {self.name!r}",
-                field=f"{type(self).__name__}.name",
-                value=self.name,
-            )
+        _check_name(type(self).__name__, self.name)
         object.__setattr__(
             self,
             "timeout",
@@ -601,10 +615,7 @@ class Flow:
         timeouts: TimeoutOptions | TimeoutValue = None,
         timeout: TimeoutValue = None,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValidationError(
-                f"Flow.name must be a non-empty string; got {name!r}", field="Flow.name", value=name
-            )
+        _check_name("Flow", name)
         where = f"Flow({name!r})"
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "steps", _steps_tuple(where, "steps", steps))

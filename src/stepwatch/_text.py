@@ -2,7 +2,8 @@
 
 An exception message or a list of step names can be arbitrarily large (a 10 MiB message,
 10 000 pending children); every place that copies one into an error message, a span or
-a log event goes through these, so memory and exposition stay bounded.
+a log event goes through these, so memory and exposition stay bounded. Names that
+telemetry exports are checked with :func:`encodable` when they are defined.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["MAX_MESSAGE", "MAX_NAMES", "clip", "listing"]
+__all__ = ["MAX_MESSAGE", "MAX_NAMES", "clip", "encodable", "listing"]
 
 MAX_MESSAGE: Final = 1_000
 """Characters of an exception's message copied into a stepwatch message or event."""
@@ -32,3 +33,16 @@ def listing(names: Sequence[str], limit: int = MAX_NAMES) -> str:
     if len(names) > limit:
         shown += f" and {len(names) - limit} more"
     return shown
+
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8, as every exported name must: Prometheus and OTLP
+    export text as UTF-8, and one lone surrogate (e.g. from ``json.loads('"\\ud800"')``)
+    in a label value makes every scrape of the registry fail."""
+    if text.isascii():  # the common case: no encoding, no copy
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

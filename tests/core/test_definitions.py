@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import FrozenInstanceError
 from typing import Any, ClassVar
 
@@ -72,6 +73,23 @@ class TestBadSteps:
         """Each bad definition raises a ValidationError naming the field and value."""
         with pytest.raises(ValidationError, match=message):
             make()
+
+    @pytest.mark.parametrize(
+        ("make", "field"),
+        [
+            (lambda name: Request(name, "h"), "Request.name"),
+            (lambda name: Parallel(name, [Delay("d", 0)]), "Parallel.name"),
+            (lambda name: Flow(name, [Delay("d", 0)]), "Flow.name"),
+        ],
+        ids=["request", "parallel", "flow"],
+    )
+    def test_name_that_utf8_cannot_encode_is_rejected(self, make: Any, field: str) -> None:
+        """A name with a lone surrogate (it would break every scrape) is a ValidationError."""
+        name = json.loads('"user\\ud800"')
+        with pytest.raises(ValidationError, match=r"UTF-8 .*telemetry.*'user\\ud800'") as info:
+            make(name)
+        assert (info.value.field, info.value.value) == (field, name)
+        assert make("café ✓").name == "café ✓"  # any other non-ASCII text is fine
 
     def test_steps_are_immutable(self) -> None:
         """Step definitions are frozen."""
