@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anyio
@@ -372,6 +373,14 @@ class TestConfiguration:
             DeadlineTransport(_Capture(), **kwargs)
         assert info.value.field == field
         assert info.value.value == next(iter(kwargs.values()))
+
+    def test_target_that_utf8_cannot_encode_is_rejected(self) -> None:
+        """A target with a lone surrogate (it would break every scrape) is a ValidationError."""
+        target = json.loads('"pricing\\ud800"')
+        with pytest.raises(ValidationError, match=r"encodes as UTF-8.*'pricing\\ud800'") as info:
+            DeadlineTransport(_Capture(), target=target)
+        assert (info.value.field, info.value.value) == ("DeadlineTransport.target", target)
+        assert DeadlineTransport(_Capture(), target="café").target == "café"
 
     def test_target_label_values_are_bounded(self, registry: CollectorRegistry) -> None:
         """Beyond MAX_TARGETS distinct targets, new ones are recorded as _other."""

@@ -13,6 +13,7 @@ from anyio import CancelScope, current_effective_deadline, current_time, sleep_u
 from anyio.lowlevel import checkpoint
 
 from .._errors import ValidationError
+from .._text import encodable
 from ._budget import format_grpc_timeout, format_ms, parse_grpc_timeout, parse_ms
 from ._config import OutboundBudget, config_or_default
 from ._propagation import inject_context
@@ -142,10 +143,11 @@ async def own_deadline_answered(deadline: float, margin: float) -> None:
 
 
 def check_target(owner: str, target: object) -> str:
-    """Validate a ``target`` label value."""
-    if not isinstance(target, str) or not 0 < len(target) <= 100:
+    """Validate a ``target`` label value (exported as UTF-8: see :func:`encodable`)."""
+    if not isinstance(target, str) or not 0 < len(target) <= 100 or not encodable(target):
         raise ValidationError(
-            f"{owner}.target must be a non-empty string of at most 100 characters; got {target!r}",
+            f"{owner}.target must be a non-empty string of at most 100 characters that "
+            f"encodes as UTF-8 (it is a metric label); got {target!r}",
             field=f"{owner}.target",
             value=target,
         )
