@@ -378,6 +378,28 @@ async def test_two_executors_share_one_registry() -> None:
     assert got[key(f"{D}_bucket", **par, outcome="timeout", le="0.25")] == 3
 
 
+@pytest.mark.parametrize(
+    ("options", "conflict"),
+    [
+        ({"metrics": MetricsConfig(budget_ratio_buckets=(0.5, 1.0))}, True),
+        ({"metrics": MetricsConfig(max_label_values=5)}, True),
+        ({"metrics": MetricsConfig(max_series=5)}, True),
+        ({"metrics": MetricsConfig(max_label_length=16)}, True),
+        ({"near_timeout": 0.85}, True),  # a different bucket edge of the budget ratio
+        ({"metrics": MetricsConfig(exemplars=False, exemplar_interval=0)}, False),
+    ],
+    ids=["ratio-buckets", "label-values", "series", "label-length", "near-timeout", "exemplars"],
+)
+def test_a_registry_keeps_its_first_config(options: dict[str, Any], conflict: bool) -> None:
+    """A later executor differing in a fixed option warns (and is ignored); exemplars may."""
+    registry = CollectorRegistry()
+    FlowExecutor(handlers=HANDLERS, registry=registry, tracing=False)
+    with capture_logs() as logs:
+        FlowExecutor(handlers=HANDLERS, registry=registry, tracing=False, **options)
+    warned = [e["event"] for e in logs if e["log_level"] == "warning"]
+    assert warned == (["metrics.config_conflict"] if conflict else [])
+
+
 async def test_default_registry_takes_many_executors() -> None:
     """Several executors on the default registry never raise "Duplicated timeseries"."""
     labels = {"flow": "default-registry-flow", "step": "enrich", "step_type": "parallel"}

@@ -21,7 +21,7 @@ from opentelemetry.trace import format_span_id, format_trace_id, get_current_spa
 from .._log import log
 from .._steps import FLOW_TYPE
 from ._metric_series import FlowSeries, StepSeries
-from ._metrics_config import MetricsConfig
+from ._metrics_config import FIXED_FIELDS, MetricsConfig
 
 if TYPE_CHECKING:
     from .._context import StepContext
@@ -194,8 +194,7 @@ def make_metrics(
             config = dataclasses.replace(config, budget_ratio_buckets=edges)
         metrics = metric_set_for(registry, config, exempt=step_types)
         used = metrics.config
-        fixed = ("duration_buckets", "budget_ratio_buckets", "max_label_values", "max_series")
-        if any(getattr(used, name) != getattr(config, name) for name in fixed):
+        if any(getattr(used, name) != getattr(config, name) for name in FIXED_FIELDS):
             log(
                 logging.WARNING,
                 "metrics.config_conflict",

@@ -33,6 +33,13 @@ METRIC_NAMES: Final = (
 )
 """The name of every metric stepwatch defines (as passed to prometheus-client)."""
 
+FIXED_FIELDS: Final = (
+    *("duration_buckets", "budget_ratio_buckets"),
+    *("max_label_values", "max_series", "max_label_length"),
+)
+"""The MetricsConfig fields the first configuration used with a registry fixes (the others
+are per executor); a later executor that differs in one logs ``metrics.config_conflict``."""
+
 DEFAULT_DURATION_BUCKETS: Final = (
     *(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5),
     *(1.0, 2.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
@@ -99,9 +106,9 @@ class MetricsConfig:
             the last exemplar of each bucket, so more would be overwritten before a scrape;
             every bucket (the slow ones included) still gets a fresh exemplar each interval.
 
-    The first configuration used with a registry fixes its buckets and label limit; an
-    executor with a different one on the same registry shares the existing metrics (a
-    ``metrics.config_conflict`` warning is logged).
+    The first configuration used with a registry fixes its buckets and label limits
+    (:data:`FIXED_FIELDS`); an executor with different ones on the same registry shares
+    the existing metrics (a ``metrics.config_conflict`` warning is logged).
 
     Raises:
         ValidationError: a bucket list that is empty, not increasing or not positive, or a
