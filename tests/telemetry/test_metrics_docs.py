@@ -16,7 +16,16 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.exposition import generate_latest
 
-from stepwatch import Flow, FlowExecutor, Parallel, Request, Sequence, StepTimeoutError, Transform
+from stepwatch import (
+    Flow,
+    FlowExecutor,
+    Parallel,
+    Request,
+    Sequence,
+    StepFailedError,
+    StepTimeoutError,
+    Transform,
+)
 from stepwatch.telemetry._metrics_config import METRIC_NAMES
 from stepwatch.testing import blocking, sleeping
 from tests.helpers import memory_tracer
@@ -135,3 +144,26 @@ async def test_one_expired_deadline_in_a_trace_is_as_documented(anyio_backend: s
     )
     decisions = (ROOT / "docs" / "decisions.md").read_text()
     assert "exactly one red span" not in decisions
+
+
+async def backend_error(params: Any) -> Any:
+    raise ValueError("backend exploded")
+
+
+@pytest.mark.anyio
+async def test_status_descriptions_are_as_documented() -> None:
+    """The docs quote the real descriptions: `Class: message` where an error arose, the
+    step it came from on the ancestors, a parallel step's own name for its children's."""
+    paragraph = TELEMETRY.split("*Each exception is recorded once*", 1)[1].split("\n\n", 1)[0]
+    arose, ancestor, parallel = re.findall(r'`"([^`]+)"`', paragraph)
+    provider, exporter = memory_tracer()
+    ex = FlowExecutor(handlers={"boom": backend_error}, tracer_provider=provider)
+    a, b = Request("a", "boom"), Request("b", "boom")
+    with pytest.raises(StepFailedError):
+        await ex.run(Flow("f", Sequence("load", [a])))
+    with pytest.raises(StepFailedError):
+        await ex.run(Flow("g", Parallel("p", [a, b], fail_fast=False)))
+    got = {s.name: s.status.description for s in exporter.get_finished_spans()}
+    assert got["request a"] == got["request b"] == arose
+    assert got["sequence load"] == got["flow f"] == ancestor
+    assert got["parallel p"] == got["flow g"] == parallel
