@@ -83,6 +83,19 @@ def test_every_metric_is_documented_with_its_type_and_labels() -> None:
     assert documented_metrics() == real
 
 
+def test_the_metric_count_is_right() -> None:
+    """The sentence counting the metrics (per step and per flow run) counts every one."""
+    words = (
+        *("zero", "one", "two", "three", "four", "five", "six"),
+        *("seven", "eight", "nine", "ten", "eleven", "twelve"),
+    )
+    found = re.search(r"records (\w+) metrics \((\w+) per step, (\w+) per flow run\)", TELEMETRY)
+    assert found is not None
+    total, per_step, per_run = (words.index(word) for word in found.groups())
+    flow = sum(name.startswith("stepwatch_flow_") for name in METRIC_NAMES)
+    assert (total, per_step, per_run) == (len(METRIC_NAMES), len(METRIC_NAMES) - flow, flow)
+
+
 def test_every_series_suffix_is_documented() -> None:
     """Each series suffix the exposition really has (``_created`` too) is named on the page."""
     exposition = generate_latest(exported_registry()).decode()
