@@ -1,10 +1,12 @@
 """docs/telemetry.md says what the library really exports: every metric with its type and
-labels, every series suffix (``_created`` included), and what an expired deadline looks
-like in a trace."""
+labels (and how many there are), every series suffix (``_created`` included), what an
+expired deadline looks like in a trace, the spans' status descriptions, and the
+near-timeout setting."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 import time
 from pathlib import Path
@@ -26,7 +28,7 @@ from stepwatch import (
     StepTimeoutError,
     Transform,
 )
-from stepwatch.telemetry._metrics_config import METRIC_NAMES
+from stepwatch.telemetry._metrics_config import DEFAULT_BUDGET_RATIO_BUCKETS, METRIC_NAMES
 from stepwatch.testing import blocking, sleeping
 from tests.helpers import memory_tracer
 
@@ -94,6 +96,31 @@ def test_the_metric_count_is_right() -> None:
     total, per_step, per_run = (words.index(word) for word in found.groups())
     flow = sum(name.startswith("stepwatch_flow_") for name in METRIC_NAMES)
     assert (total, per_step, per_run) == (len(METRIC_NAMES), len(METRIC_NAMES) - flow, flow)
+
+
+@pytest.mark.anyio
+async def test_near_timeout_is_documented_as_the_executors_setting() -> None:
+    """The docs give FlowExecutor(near_timeout=...) with its real default and its bucket
+    edge as exported, and mark TracingConfig.near_timeout_ratio deprecated."""
+    default = inspect.signature(FlowExecutor).parameters["near_timeout"].default
+    assert f"`FlowExecutor(near_timeout={default})` (the default)" in TELEMETRY
+    assert default in DEFAULT_BUDGET_RATIO_BUCKETS  # "the default 0.8 already is one"
+    row = re.search(r"^\| `near_timeout_ratio` \| (.*)$", TELEMETRY, flags=re.M)
+    assert row is not None and "**deprecated**" in row.group(1)
+    example = re.search(r"`near_timeout=([\d.]+)` gives", TELEMETRY)
+    assert example is not None
+    near = example.group(1)
+    assert float(near) not in DEFAULT_BUDGET_RATIO_BUCKETS  # an edge it adds
+    registry = CollectorRegistry()
+    ex = FlowExecutor(
+        handlers={"fast": fast}, registry=registry, tracing=False, near_timeout=float(near)
+    )
+    await ex.run(Flow("f", Request("a", "fast", timeout=1)))
+    ratio = registry.get_sample_value(
+        "stepwatch_step_timeout_budget_ratio_bucket",
+        {"flow": "f", "step": "a", "step_type": "request", "le": near},
+    )
+    assert ratio == 1  # the edge is exported (and the 10 ms of 1 s are below it)
 
 
 def test_every_series_suffix_is_documented() -> None:
