@@ -207,3 +207,33 @@ async def test_status_descriptions_are_as_documented() -> None:
     assert got["request a"] == got["request b"] == arose
     assert got["sequence load"] == got["flow f"] == ancestor
     assert got["parallel p"] == got["flow g"] == parallel
+
+
+@pytest.mark.anyio
+async def test_long_names_in_spans_are_cut_as_documented() -> None:
+    """Long flow and step names keep the documented head, then `… (N more characters)`."""
+    text = " ".join(TELEMETRY.split("**What is copied from exceptions and lists")[1].split())
+    found = re.search(
+        r"longer than (\d+) characters keep their first \1 characters, followed "
+        r"by `… \(N more characters\)`",
+        text,
+    )
+    assert found is not None
+    limit = int(found.group(1))
+    provider, exporter = memory_tracer()
+    flow, step = "f" * 1_000, "s" * 10_000
+    ex = FlowExecutor(handlers={"fast": fast}, tracer_provider=provider, metrics=False)
+    await ex.run(Flow(flow, Request(step, "fast")))
+    spans = {
+        dict(s.attributes or {})["stepwatch.step.type"]: s for s in exporter.get_finished_spans()
+    }
+
+    def cut(name: str) -> str:
+        return f"{name[:limit]}… ({len(name) - limit} more characters)"
+
+    request = spans["request"]
+    assert request.name == cut(f"request {step}")
+    assert (request.attributes or {})["stepwatch.step.name"] == cut(step)
+    assert (request.attributes or {})["stepwatch.flow.name"] == cut(flow)
+    assert spans["flow"].name == cut(f"flow {flow}")
+    assert f"`… ({len(step) - limit} more characters)`" in text  # the worked example
