@@ -2,8 +2,9 @@
 
 An exception message or a list of step names can be arbitrarily large (a 10 MiB message,
 10 000 pending children); every place that copies one into an error message, a span or
-a log event goes through these, so memory and exposition stay bounded. Names that
-telemetry exports are checked with :func:`encodable` when they are defined.
+a log event goes through these, so memory and exposition stay bounded, and the text
+exportable as UTF-8. Names that telemetry exports are checked with :func:`encodable`
+when they are defined.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["MAX_MESSAGE", "MAX_NAMES", "clip", "encodable", "listing"]
+__all__ = ["MAX_MESSAGE", "MAX_NAMES", "clip", "encodable", "exportable", "listing"]
 
 MAX_MESSAGE: Final = 1_000
 """Characters of an exception's message copied into a stepwatch message or event."""
@@ -21,10 +22,11 @@ MAX_NAMES: Final = 10
 
 
 def clip(text: str, limit: int = MAX_MESSAGE) -> str:
-    """``text``, or its first ``limit`` characters and how many more there were."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+    """``text``, or its first ``limit`` characters and how many more there were; always
+    text that UTF-8 can encode (see :func:`exportable`)."""
+    if len(text) > limit:
+        text = f"{text[:limit]}… ({len(text) - limit} more characters)"
+    return text if text.isascii() else exportable(text)
 
 
 def listing(names: Sequence[str], limit: int = MAX_NAMES) -> str:
@@ -33,6 +35,16 @@ def listing(names: Sequence[str], limit: int = MAX_NAMES) -> str:
     if len(names) > limit:
         shown += f" and {len(names) - limit} more"
     return shown
+
+
+def exportable(text: str) -> str:
+    """``text`` with any lone surrogate written as its escape (``\\ud800``): what an
+    exception's message may hold (``json.loads`` of bad input) and what Prometheus and OTLP,
+    which export UTF-8, cannot take; one such message would fail the export of its whole
+    span batch. Text that encodes is returned as it is."""
+    if encodable(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def encodable(text: str) -> bool:

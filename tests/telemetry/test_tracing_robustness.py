@@ -250,6 +250,34 @@ def _closed_port() -> int:
     return port  # nothing listens here any more: connection refused
 
 
+class TestMessagesUtf8CannotEncode:
+    async def test_a_lone_surrogate_in_an_error_message_is_exported_escaped(self) -> None:
+        """An exception message holding a lone surrogate (json.loads of bad input) is
+        escaped in the error, the span and the log event, so OTLP can encode the batch."""
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        async def bad(params: Any) -> Any:
+            raise ValueError("unexpected key \ud800 in the payload")
+
+        provider, exporter = memory_tracer()
+        ex = FlowExecutor(handlers={"bad": bad}, tracer_provider=provider, metrics=False)
+        with capture_logs() as logs, pytest.raises(StepFailedError) as caught:
+            await ex.run(Flow("f", Request("r", "bad", retry=None)))
+        spans = exporter.get_finished_spans()
+        encode_spans(spans).SerializeToString()  # raised UnicodeEncodeError before
+        assert "\\ud800" in str(caught.value)
+        span = next(s for s in spans if s.name == "request r")
+        assert span.status.description is not None
+        assert "\\ud800" in span.status.description
+        event = next(e for e in span.events if e.name == "exception")
+        assert event.attributes is not None
+        assert "\\ud800" in str(event.attributes["exception.message"])
+        str(event.attributes["exception.stacktrace"]).encode("utf-8")
+        failed = next(e for e in logs if e["event"] == "step.failed")
+        assert "\\ud800" in failed["error"]
+        provider.shutdown()
+
+
 class TestEndpointDown:
     async def test_unreachable_otlp_endpoint_never_slows_a_flow(
         self, caplog: pytest.LogCaptureFixture

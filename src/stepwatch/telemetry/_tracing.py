@@ -22,7 +22,7 @@ from opentelemetry.trace import Link, ProxyTracerProvider, SpanKind, Status, Sta
 
 from .._outcome import Status as StepStatus
 from .._record import type_name
-from .._text import clip
+from .._text import clip, exportable
 from ._tracing_config import UNSET, TracingConfig
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def _exception_attributes(error: BaseException) -> dict[str, AttributeValue]:
     return {
         "exception.type": type_name(type(error)),
         "exception.message": clip(str(error), _DESCRIPTION_LIMIT),
-        "exception.stacktrace": stack,
+        "exception.stacktrace": exportable(stack),
         "exception.escaped": False,
     }
 
