@@ -41,6 +41,7 @@ from ._record import (
 )
 from ._result import RunResult
 from ._steps import Flow, Step, _FlowStep
+from ._text import encodable
 from ._timeouts import TimeoutOptions, TimeoutValue, coerce_options, resolve_timeout
 from ._workers import DEFAULT_MAX_THREADS, Invoker, WorkerTracker, invoker_for
 
@@ -422,9 +423,12 @@ class FlowExecutor:
         ``run()`` is a checkpoint: if the caller has already been cancelled (or its
         deadline has passed) the cancellation is raised and no handler is called.
 
+        ``run_id`` names the run in spans and log events (``RunResult.run_id``); a fresh one
+        is made when it is ``None`` or empty.
+
         Raises:
-            ValidationError: the flow does not fit this executor (checked before anything
-                runs).
+            ValidationError: the flow does not fit this executor, or ``run_id`` is not a
+                string UTF-8 can encode (checked before anything runs).
             StepTimeoutError: a step's own deadline expired (and it had no fallback).
             FlowTimeoutError: the whole-flow deadline expired.
             StepFailedError: a step raised.
@@ -433,6 +437,8 @@ class FlowExecutor:
         outside propagates unchanged (never reported as a timeout).
         """
         plan = self._plan(flow)
+        if run_id is not None:
+            _check_run_id(run_id)
         run = RunState(self, flow, plan, input, run_id or uuid.uuid4().hex)
         caller = StepContext._root(run, current_effective_deadline())
         outcome = await self._run_step(plan.root, caller, None)
@@ -689,6 +695,23 @@ class FlowExecutor:
 
 _SUCCEEDED = Status.SUCCEEDED
 _DEADLINE = CancelCause.DEADLINE
+
+
+def _check_run_id(run_id: object) -> None:
+    """A run id given to run(): a string that telemetry can export (see ``encodable``)."""
+    if not isinstance(run_id, str):
+        raise ValidationError(
+            f"run_id must be a string or None; got {run_id!r} ({type(run_id).__name__})",
+            field="FlowExecutor.run.run_id",
+            value=run_id,
+        )
+    if not encodable(run_id):
+        raise ValidationError(
+            f"run_id must be encodable as UTF-8 (spans and log events export it as UTF-8 "
+            f"text); got {run_id!r}, which holds a surrogate code point",
+            field="FlowExecutor.run.run_id",
+            value=run_id,
+        )
 
 
 def _end_of(ctx: StepContext) -> float:

@@ -18,6 +18,7 @@ from stepwatch import (
     StepContext,
     StepExecutor,
     StepTimeoutError,
+    Transform,
     ValidationError,
 )
 
@@ -67,6 +68,34 @@ class TestIndependentRuns:
             for i in range(20):
                 tg.start_soon(one, i)
         assert results == {i: i for i in range(20)}
+
+
+class TestRunIds:
+    async def test_a_given_run_id_names_the_run_and_an_empty_one_gets_a_fresh_id(
+        self,
+    ) -> None:
+        """run(run_id=...) is the result's run_id; None or "" makes a fresh one per run."""
+        ex = FlowExecutor(handlers={"h": sleeper(0.01, "x")})
+        flow = Flow("f", Request("r", "h"))
+        assert (await ex.run(flow, run_id="req-42")).run_id == "req-42"
+        fresh = {(await ex.run(flow, run_id=given)).run_id for given in (None, "", None)}
+        assert len(fresh) == 3
+        assert "" not in fresh
+
+    @pytest.mark.parametrize("bad", [42, b"id", "req-\ud800"], ids=["int", "bytes", "surrogate"])
+    async def test_a_run_id_telemetry_cannot_export_is_rejected_before_anything_runs(
+        self, bad: Any
+    ) -> None:
+        """A run_id that is not a string UTF-8 can encode is a ValidationError naming the
+        argument and the value, and no handler is called."""
+        called: list[Any] = []
+        ex = FlowExecutor(handlers={"h": called.append})
+        with pytest.raises(ValidationError) as caught:
+            await ex.run(Flow("f", Transform("t", called.append, inline=True)), run_id=bad)
+        assert caught.value.field == "FlowExecutor.run.run_id"
+        assert caught.value.value == bad
+        assert "run_id" in str(caught.value)
+        assert called == []
 
 
 @dataclass(frozen=True, slots=True, eq=False)
