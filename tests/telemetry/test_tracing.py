@@ -661,10 +661,10 @@ class TestCost:
         for _ in range(3):
             await ex.run(flow)
         tracing = ex._instrumentation.tracing  # type: ignore[union-attr]
-        assert len(tracing.static_cache) == 4  # flow root, parallel, two children
+        assert len(tracing.static.cache) == 4  # flow root, parallel, two children
         runs = [s for s in traces.spans() if s.name == "request a"]
         assert len(runs) == 3
         assert all(attrs(s) == attrs(runs[0]) for s in runs)
         del flow
         gc.collect()
-        assert len(tracing.static_cache) == 0
+        assert len(tracing.static.cache) == 0
