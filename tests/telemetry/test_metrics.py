@@ -432,6 +432,17 @@ def test_import_registers_nothing() -> None:
     subprocess.run([sys.executable, "-W", "error", "-c", code], check=True, timeout=30)
 
 
+def test_import_does_not_import_prometheus_client() -> None:
+    """Importing stepwatch and building an executor without metrics does not import
+    prometheus-client (it is imported when the first metrics are made)."""
+    code = (
+        "import sys, stepwatch\n"
+        "stepwatch.FlowExecutor(metrics=False)\n"
+        "assert 'prometheus_client' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-W", "error", "-c", code], check=True, timeout=30)
+
+
 @pytest.fixture
 def broken_prometheus(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every observe/inc/dec/labels call of prometheus-client raises."""

@@ -17,7 +17,7 @@ WORKER = textwrap.dedent(
     from opentelemetry.sdk.trace import TracerProvider
 
     from stepwatch import Flow, FlowExecutor, Parallel, Request, StepTimeoutError
-    from stepwatch.telemetry._metrics import multiprocess_mode
+    from stepwatch.telemetry._registry import multiprocess_mode
 
     async def fast(params):
         await anyio.sleep(0.01)

@@ -11,25 +11,14 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client import REGISTRY
 
 from .._log import log
 from ._labels import OTHER, LabelGuard, shorten
 from ._lean import histogram_class
+from ._metric_defs import define_metrics
 from ._metric_series import FlowSeries, LiveCount, StepSeries
-from ._metrics import multiprocess_mode
-from ._metrics_config import (
-    ABANDONED,
-    BUDGET_RATIO,
-    CHILDREN_CANCELLED,
-    DURATION,
-    FLOW_DURATION,
-    FLOW_TIMEOUTS,
-    IN_PROGRESS,
-    OVERRUN,
-    TIMEOUTS,
-)
-from ._registry import PerRegistry, register_all
+from ._registry import PerRegistry, multiprocess_mode, register_all
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -50,62 +39,17 @@ class MetricSet:
     ) -> None:
         self.config = config
         self.multiprocess = multiprocess_mode()
-        histogram = histogram_class(self.multiprocess)
-        step_labels = ("flow", "step", "step_type")
-        self.duration = histogram(
-            DURATION,
-            "Duration of each step execution (all attempts), by outcome.",
-            (*step_labels, "outcome"),
-            registry=None,
-            buckets=config.duration_buckets,
-        )
-        self.timeouts = Counter(
-            TIMEOUTS, "Step executions whose own deadline expired.", step_labels, registry=None
-        )
-        self.budget_ratio = histogram(
-            BUDGET_RATIO,
-            "Share of its timeout a step execution used (elapsed / timeout).",
-            step_labels,
-            registry=None,
-            buckets=config.budget_ratio_buckets,
-        )
-        self.in_progress = Gauge(
-            IN_PROGRESS,
-            "Step executions running now.",
-            ("flow", "step_type"),
-            registry=None,
-            multiprocess_mode="livesum",
-        )
-        self.children_cancelled = Counter(
-            CHILDREN_CANCELLED,
-            "Children of a parallel step cancelled or never started, by cause.",
-            ("flow", "step", "cause"),
-            registry=None,
-        )
-        self.abandoned = Gauge(
-            ABANDONED,
-            "Worker threads abandoned at a deadline and still running.",
-            ("flow", "step_type"),
-            registry=None,
-            multiprocess_mode="livesum",
-        )
-        self.flow_duration = histogram(
-            FLOW_DURATION,
-            "Duration of each flow run (the whole run), by outcome.",
-            ("flow", "outcome"),
-            registry=None,
-            buckets=config.duration_buckets,
-        )
-        self.flow_timeouts = Counter(
-            FLOW_TIMEOUTS, "Flow runs whose whole-flow deadline expired.", ("flow",), registry=None
-        )
-        self.overrun = Counter(
-            OVERRUN,
-            "Seconds steps ran past the deadline governing them instead of being stopped "
-            "(they held the event loop or ignored the cancellation).",
-            step_labels,
-            registry=None,
-        )
+        (
+            self.duration,
+            self.timeouts,
+            self.budget_ratio,
+            self.in_progress,
+            self.children_cancelled,
+            self.abandoned,
+            self.flow_duration,
+            self.flow_timeouts,
+            self.overrun,
+        ) = define_metrics(config, histogram_class(self.multiprocess))
         register_all(registry, self.all())
         limit, length = config.max_label_values, config.max_label_length
         self.guards = (

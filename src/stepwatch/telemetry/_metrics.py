@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import time
 from threading import get_ident
 from typing import TYPE_CHECKING, Any
@@ -20,25 +19,18 @@ from opentelemetry.trace import format_span_id, format_trace_id, get_current_spa
 
 from .._log import log
 from .._steps import FLOW_TYPE
+from ._abandoned import AbandonedListener
 from ._metric_series import FlowSeries, StepSeries
 from ._metrics_config import FIXED_FIELDS, MetricsConfig
+from ._registry import multiprocess_mode
 
 if TYPE_CHECKING:
     from .._context import StepContext
     from .._record import StepEnded
-    from .._workers import WorkerEvent, WorkerTracker
+    from .._workers import WorkerTracker
     from ._metric_set import MetricSet
 
 __all__ = ["Metrics", "make_metrics"]
-
-
-def multiprocess_mode() -> bool:
-    """True when prometheus-client writes to ``PROMETHEUS_MULTIPROC_DIR`` (no exemplars)."""
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:
-        return True
-    from prometheus_client import values
-
-    return values.ValueClass is not values.MutexValue
 
 
 def _exemplar() -> dict[str, str] | None:
@@ -154,23 +146,6 @@ class Metrics:
             pass
 
 
-class _AbandonedListener:
-    """A :class:`~stepwatch.WorkerListener` driving ``stepwatch_abandoned_workers``."""
-
-    __slots__ = ("metrics",)
-
-    def __init__(self, metrics: MetricSet) -> None:
-        self.metrics = metrics
-
-    def worker_abandoned(self, event: WorkerEvent) -> None:
-        with contextlib.suppress(Exception):
-            self.metrics.abandoned_child(event.flow, event.step_type).inc()
-
-    def worker_finished_late(self, event: WorkerEvent) -> None:
-        with contextlib.suppress(Exception):
-            self.metrics.abandoned_child(event.flow, event.step_type).dec()
-
-
 def make_metrics(
     config: MetricsConfig,
     *,
@@ -200,7 +175,7 @@ def make_metrics(
                 "metrics.config_conflict",
                 {"used": repr(used), "ignored": repr(config)},
             )
-        workers.listeners.append(_AbandonedListener(metrics))
+        workers.listeners.append(AbandonedListener(metrics))
     except Exception as exc:
         with contextlib.suppress(Exception):
             log(logging.WARNING, "metrics.unavailable", {"error": f"{type(exc).__name__}: {exc}"})

@@ -4,18 +4,20 @@
   refusing one of them (a name already taken) is left as it was;
 * :class:`PerRegistry`: one object per registry (the step metrics, the ``stepwatch.http``
   metrics), made on first use and dropped with the registry; a registry that cannot be
-  weakly referenced is kept by id, with a strong reference.
+  weakly referenced is kept by id, with a strong reference;
+* :func:`multiprocess_mode`: whether prometheus-client shares values through files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["PerRegistry", "register_all"]
+__all__ = ["PerRegistry", "multiprocess_mode", "register_all"]
 
 T = TypeVar("T")
 
@@ -64,3 +66,12 @@ class PerRegistry(Generic[T]):
             except TypeError:
                 self._by_id[id(registry)] = (registry, made)
             return made
+
+
+def multiprocess_mode() -> bool:
+    """True when prometheus-client writes to ``PROMETHEUS_MULTIPROC_DIR`` (no exemplars)."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:
+        return True
+    from prometheus_client import values
+
+    return values.ValueClass is not values.MutexValue
