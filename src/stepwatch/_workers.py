@@ -352,7 +352,14 @@ class WorkerTracker:
                 start = False
         thread.queue.put(call)
         if start:
-            thread.start()
+            try:
+                thread.start()
+            except BaseException:  # no thread (a pids or memory limit): the call never
+                with self._lock:  # runs; its place and the thread count are given back
+                    self.threads -= 1
+                    call.state = _CANCELLED
+                    self._release_locked()
+                raise
 
     def _run(self, call: _Call, thread: _Thread) -> None:
         """In ``thread``: run one call, report back, and become idle (in the same critical

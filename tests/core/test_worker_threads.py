@@ -169,6 +169,33 @@ EXIT_SCRIPT = textwrap.dedent(
 )
 
 
+class TestThreadsThatCannotStart:
+    async def test_a_thread_that_cannot_start_gives_its_place_back(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A sync call whose worker thread cannot start (a pids or memory limit) fails with
+        that error, and its place in the budget and the thread count are given back, so
+        the next sync calls run."""
+        from stepwatch import StepFailedError
+        from stepwatch._workers import _Thread
+
+        def refuse(self: threading.Thread) -> None:
+            raise RuntimeError("can't start new thread")
+
+        ex = FlowExecutor(
+            handlers={"sync": lambda params: params}, max_threads=1, tracing=False, metrics=False
+        )
+        flow = Flow("f", Request("r", "sync", "ran", timeout=5, retry=None))
+        with monkeypatch.context() as patch:
+            patch.setattr(_Thread, "start", refuse)
+            for _ in range(2):  # with the budget of one taken for good, the second waited
+                with pytest.raises(StepFailedError) as info:
+                    await ex.run(flow)
+                assert isinstance(info.value.__cause__, RuntimeError)
+        assert (ex.workers.running, ex.workers.threads) == (0, 0)
+        assert (await ex.run(flow))["r"] == "ran"
+
+
 class TestInterpreterExit:
     @pytest.mark.parametrize("backend", ["asyncio", "trio"])
     def test_an_abandoned_thread_does_not_delay_exit(self, backend: str) -> None:
