@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -181,6 +181,46 @@ class TestErrors:
         }
         assert crash[1]["error"] == {"code": -32603, "message": "Internal error"}  # no leak
         assert nan[1]["error"] == {"code": -32603, "message": "Internal error"}
+
+    async def test_error_data_json_cannot_encode(self, backend: str) -> None:
+        """Unencodable data is left out of the error, never a 500; a batch keeps the rest."""
+        cycle: list[Any] = []
+        cycle.append(cycle)
+
+        async def fail(kind: str) -> None:
+            if kind == "object":
+                raise JsonRpcError(-32010, "nope", {"when": object()})
+            if kind == "cycle":
+                raise JsonRpcError(-32011, "loop", cycle)
+            raise JsonRpcError(cast("Any", "not a code"), "bad code")
+
+        async def ok() -> str:
+            return "done"
+
+        app = JsonRpcApp({"fail": fail, "ok": ok}, metrics=False)
+        batch = [
+            {"jsonrpc": "2.0", "method": "ok", "id": 1},
+            {"jsonrpc": "2.0", "method": "fail", "params": ["object"], "id": 2},
+            {"jsonrpc": "2.0", "method": "fail", "params": ["cycle"], "id": 3},
+            {"jsonrpc": "2.0", "method": "fail", "params": ["code"], "id": 4},
+            {"jsonrpc": "2.0", "method": "fail", "params": ["object"]},
+            {"jsonrpc": "2.0", "method": "ok", "id": 5},
+        ]
+        async with running(app, backend) as url:
+            single = await _post(url, json.dumps(batch[1]))
+            status, answer = await _post(url, json.dumps(batch))
+        assert single == (
+            200,
+            {"jsonrpc": "2.0", "error": {"code": -32010, "message": "nope"}, "id": 2},
+        )
+        assert status == 200
+        assert answer == [
+            {"jsonrpc": "2.0", "result": "done", "id": 1},
+            {"jsonrpc": "2.0", "error": {"code": -32010, "message": "nope"}, "id": 2},
+            {"jsonrpc": "2.0", "error": {"code": -32011, "message": "loop"}, "id": 3},
+            {"jsonrpc": "2.0", "error": {"code": -32603, "message": "Internal error"}, "id": 4},
+            {"jsonrpc": "2.0", "result": "done", "id": 5},
+        ]
 
     async def test_transport_level_errors(self, backend: str) -> None:
         """Wrong HTTP method 405, oversized body 413, absurd nesting a parse error."""

@@ -49,15 +49,30 @@ class _Exchange:
         return f"[{','.join(answers)}]" if self.batch else answers[0]
 
 
+def _raised(id_: Any, error: JsonRpcError) -> str:
+    """The answer to a raised :class:`JsonRpcError`; never raises.
+
+    Its ``data`` is the application's (any object, a cycle): when JSON cannot encode
+    it, the error is answered without it, rather than failing the whole HTTP request (and
+    the other calls of its batch); ``-32603`` if not even its code and message encode.
+    """
+    for answer in (error, JsonRpcError(error.code, error.message)):
+        try:
+            return encode_error(id_, answer)
+        except Exception:  # TypeError, ValueError, RecursionError, or the data's own
+            continue
+    return encode_error(id_, JsonRpcCode.INTERNAL_ERROR)
+
+
 class JsonRpcApp:
     """Serve a mapping of async functions as a JSON-RPC 2.0 endpoint (ASGI application).
 
     A call's ``params`` are passed as keyword arguments (object) or positional arguments
     (array); ``result`` is the function's JSON-serialisable return value. Raise
-    :class:`JsonRpcError` to answer with an error object; any other exception answers
-    ``-32603 Internal error`` (and is logged, ``jsonrpc.method_failed``). Batches run
-    their calls concurrently; notifications get no answer (``204`` when nothing is left
-    to answer).
+    :class:`JsonRpcError` to answer with an error object (without its ``data`` if JSON
+    cannot encode that); any other exception answers ``-32603 Internal error`` (and is
+    logged, ``jsonrpc.method_failed``). Batches run their calls concurrently;
+    notifications get no answer (``204`` when nothing is left to answer).
 
     Every request runs under its inbound time budget, exactly as with
     :class:`DeadlineMiddleware`; when the budget is spent on arrival or runs out, the
@@ -236,7 +251,7 @@ class JsonRpcApp:
                 return None
             encoded = json.dumps(result, allow_nan=False, separators=(",", ":"))
         except JsonRpcError as exc:
-            return None if notification else encode_error(id_, exc)
+            return None if notification else _raised(id_, exc)
         except Exception as exc:
             log(
                 logging.WARNING,
