@@ -222,6 +222,25 @@ class TestInvalidAnswers:
         assert "larger than 4096" in messages["chunked-huge"]
         assert "not JSON" in messages["html"]
 
+    async def test_nan_and_infinity_are_not_json(self, backend: str) -> None:
+        """NaN, Infinity and 1e400 anywhere in an answer (even an error's data): not JSON."""
+        members = [
+            b'"result": NaN',
+            b'"result": [1, Infinity]',
+            b'"result": {"x": -Infinity}',
+            b'"result": 1e400',
+            b'"error": {"code": -32010, "message": "m", "data": NaN}',
+        ]
+        responders: dict[str, Responder] = {
+            f"m{i}": lambda c, m=m: (200, b'{"jsonrpc": "2.0", %b, "id": %d}' % (m, c["id"]))
+            for i, m in enumerate(members)
+        }
+        async with running(Canned(responders), backend) as url, http_client() as http:
+            client = JsonRpcClient(url, http, metrics=False)
+            for method in responders:
+                with pytest.raises(JsonRpcProtocolError, match="not JSON"):
+                    await client.call(method)
+
     async def test_an_error_with_a_null_id_is_accepted(self, backend: str) -> None:
         """The specification answers requests it could not identify with id null."""
         async with running(Canned(OTHER), backend) as url, http_client() as http:

@@ -182,6 +182,42 @@ class TestErrors:
         assert crash[1]["error"] == {"code": -32603, "message": "Internal error"}  # no leak
         assert nan[1]["error"] == {"code": -32603, "message": "Internal error"}
 
+    async def test_nan_and_infinity_are_not_json(self, backend: str) -> None:
+        """NaN, Infinity and 1e400 in a request are parse errors; no answer ever holds them."""
+        ran: list[Any] = []
+
+        async def echo(*args: Any) -> str:
+            ran.append(args)
+            return "ok"
+
+        async def fail() -> None:
+            raise JsonRpcError(-32010, "nope", {"ratio": float("nan")})
+
+        app = JsonRpcApp({"echo": echo, "fail": fail}, metrics=False)
+        bodies = [
+            '{"jsonrpc": "2.0", "method": "echo", "id": NaN}',
+            '{"jsonrpc": "2.0", "method": "echo", "id": 1e400}',
+            '{"jsonrpc": "2.0", "method": "nosuch", "id": -Infinity}',
+            '{"jsonrpc": "2.0", "method": "echo", "params": [NaN], "id": 1}',
+            '{"jsonrpc": "2.0", "method": "echo", "params": [-1E+999], "id": 1}',
+            '[{"jsonrpc": "2.0", "method": "echo", "id": 1},'
+            ' {"jsonrpc": "2.0", "method": "echo", "params": [Infinity], "id": 2}]',
+        ]
+
+        def no_constants(name: str) -> Any:
+            raise AssertionError(f"{name} in an answer")
+
+        answers = []
+        async with running(app, backend) as url, http_client() as client:
+            for body in [*bodies, '{"jsonrpc": "2.0", "method": "fail", "id": 3}']:
+                response = await client.post(url, content=body)
+                assert response.status_code == 200, body
+                answers.append(json.loads(response.content, parse_constant=no_constants))
+        for answer, body in zip(answers, bodies, strict=False):
+            assert answer == {"jsonrpc": "2.0", "error": PARSE_ERROR, "id": None}, body
+        assert answers[-1]["error"] == {"code": -32010, "message": "nope"}  # data left out
+        assert ran == []
+
     async def test_error_data_json_cannot_encode(self, backend: str) -> None:
         """Unencodable data is left out of the error, never a 500; a batch keeps the rest."""
         cycle: list[Any] = []

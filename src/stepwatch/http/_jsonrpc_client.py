@@ -30,7 +30,7 @@ from ._outbound import (
     prepare,
 )
 from ._telemetry import http_metrics
-from ._wire import NO_ID, check_method, error_object, result_of
+from ._wire import NO_ID, check_method, decode, error_object, result_of
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -274,7 +274,7 @@ class JsonRpcClient:
         where: dict[str, Any] = {"method": method, "url": self.url, "http_status": status}
         overloaded = status in self.retryable_statuses
         try:
-            message: Any = json.loads(body) if body else NO_ID
+            message: Any = decode(body) if body else NO_ID  # NaN, Infinity: not JSON
         except (ValueError, RecursionError):
             message = NO_ID
         error = error_object(message, id_)

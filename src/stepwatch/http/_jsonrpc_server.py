@@ -16,7 +16,16 @@ from ._asgi import ClientGone, Receive, Scope, Send, lifespan, read_body, send_r
 from ._config import InboundBudget, config_or_default
 from ._errors import JsonRpcCode, JsonRpcError
 from ._telemetry import http_metrics
-from ._wire import NO_ID, answer_id, call_id, check_method, encode_error, encode_result, valid_call
+from ._wire import (
+    NO_ID,
+    answer_id,
+    call_id,
+    check_method,
+    decode,
+    encode_error,
+    encode_result,
+    valid_call,
+)
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -52,7 +61,7 @@ class _Exchange:
 def _raised(id_: Any, error: JsonRpcError) -> str:
     """The answer to a raised :class:`JsonRpcError`; never raises.
 
-    Its ``data`` is the application's (any object, a cycle): when JSON cannot encode
+    Its ``data`` is the application's (any object, NaN, a cycle): when JSON cannot encode
     it, the error is answered without it, rather than failing the whole HTTP request (and
     the other calls of its batch); ``-32603`` if not even its code and message encode.
     """
@@ -186,7 +195,7 @@ class JsonRpcApp:
             await send_response(send, 413, body, _JSON)
             return
         try:
-            message = json.loads(raw)
+            message = decode(raw)  # NaN, Infinity, 1e400: not JSON, a parse error
         except (ValueError, RecursionError):
             await send_response(
                 send, 200, encode_error(None, JsonRpcCode.PARSE_ERROR).encode(), _JSON

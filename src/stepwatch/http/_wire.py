@@ -1,8 +1,14 @@
-"""The JSON-RPC 2.0 wire format shared by the client and the server: encode, check."""
+"""The JSON-RPC 2.0 wire format shared by the client and the server: decode, encode, check.
+
+JSON is RFC 8259's, both ways: ``NaN``, ``Infinity`` and ``-Infinity``, which Python's
+``json`` reads and writes by default, are not JSON, so they are refused when parsing (as
+are numbers too large for a float) and never written.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Final
 
 from .._errors import ValidationError
@@ -13,6 +19,7 @@ __all__ = [
     "answer_id",
     "call_id",
     "check_method",
+    "decode",
     "encode_error",
     "encode_result",
     "error_object",
@@ -45,20 +52,46 @@ def check_method(method: object, field: str = "method") -> str:
     return method
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400 parses as infinity, which JSON cannot write back
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+def decode(raw: bytes | str) -> Any:
+    """Parse JSON strictly: ``NaN``, ``Infinity``, ``-Infinity`` and numbers too large for
+    a float are invalid.
+
+    Raises:
+        ValueError: not JSON.
+        RecursionError: absurdly deep nesting.
+    """
+    return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+
+
 # -- server side: encoding -------------------------------------------------------------
 
 
 def encode_result(id_: Any, result_json: str) -> str:
     """A success response around an already encoded result."""
-    return f'{{"jsonrpc":"2.0","result":{result_json},"id":{json.dumps(id_)}}}'
+    return f'{{"jsonrpc":"2.0","result":{result_json},"id":{json.dumps(id_, allow_nan=False)}}}'
 
 
 def encode_error(id_: Any, error: JsonRpcError | JsonRpcCode, data: Any = None) -> str:
-    """An error response: a raised :class:`JsonRpcError`, or a standard code."""
+    """An error response: a raised :class:`JsonRpcError`, or a standard code.
+
+    Raises:
+        ValueError, TypeError, RecursionError: the error's data JSON cannot encode.
+    """
     if isinstance(error, JsonRpcCode):
         error = JsonRpcError(error, _MESSAGES[error], data)
-    body = json.dumps(error.to_object(), separators=(",", ":"))
-    return f'{{"jsonrpc":"2.0","error":{body},"id":{json.dumps(id_)}}}'
+    body = json.dumps(error.to_object(), separators=(",", ":"), allow_nan=False)
+    return f'{{"jsonrpc":"2.0","error":{body},"id":{json.dumps(id_, allow_nan=False)}}}'
 
 
 def _valid_id(value: Any) -> bool:
