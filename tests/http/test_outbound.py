@@ -310,6 +310,46 @@ class TestTracePropagation:
         assert _ids(on.headers["traceparent"]) == (ids.trace_id, ids.span_id)
         assert "traceparent" not in off_request.headers
 
+    async def test_a_callers_baggage_or_tracestate_alone_is_no_trace_context(self) -> None:
+        """With only baggage or tracestate set, traceparent is injected and the caller's
+        field is kept as given; with a traceparent set, nothing is injected."""
+        from opentelemetry import baggage, context, trace
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+        ours = SpanContext(
+            0x4BF92F3577B34DA6A3CE929D0E0E4736,
+            0x00F067AA0BA902B7,
+            is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            trace_state=TraceState([("ours", "1")]),
+        )
+        theirs = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        capture = _Capture()
+        token = context.attach(baggage.set_baggage("user", "u1"))
+        try:
+            async with httpx.AsyncClient(transport=DeadlineTransport(capture, metrics=False)) as c:
+                with trace.use_span(NonRecordingSpan(ours)), anyio.fail_after(1):
+                    for headers in (
+                        {},
+                        {"baggage": "tenant=acme"},
+                        {"tracestate": "vendor=1"},
+                        {"traceparent": theirs},
+                    ):
+                        await c.get("http://backend.invalid/", headers=headers)
+        finally:
+            context.detach(token)
+        sent = [
+            {k: r.headers.get(k) for k in ("traceparent", "tracestate", "baggage")}
+            for r in capture.requests
+        ]
+        traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        assert sent == [
+            {"traceparent": traceparent, "tracestate": "ours=1", "baggage": "user=u1"},
+            {"traceparent": traceparent, "tracestate": "ours=1", "baggage": "tenant=acme"},
+            {"traceparent": traceparent, "tracestate": "vendor=1", "baggage": "user=u1"},
+            {"traceparent": theirs, "tracestate": None, "baggage": None},
+        ]
+
     @pytest.mark.parametrize("order", ["deadline-outside", "otel-outside"])
     async def test_composes_with_the_httpx_instrumentation(self, order: str) -> None:
         """Either nesting order: one traceparent, naming the instrumentation's client span."""

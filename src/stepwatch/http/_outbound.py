@@ -170,8 +170,9 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
       cancellation.
 
     It also injects the OpenTelemetry trace context through the global propagators
-    (unless the request already carries it), also outside any deadline. Without an
-    enclosing deadline requests pass unchanged otherwise.
+    (unless the request already carries one; a ``baggage`` or ``tracestate`` header the
+    caller set is kept as given), also outside any deadline. Without an enclosing
+    deadline requests pass unchanged otherwise.
 
     Args:
         transport: the transport to wrap; a new ``httpx.AsyncHTTPTransport()`` if

@@ -55,12 +55,24 @@ def detach_context(token: object | None) -> None:
             otel_context.detach(token)  # type: ignore[arg-type]
 
 
+_ACCOMPANYING: Final = frozenset({"baggage", "tracestate"})
+"""Fields that travel with a trace context without being one: a caller may set them alone."""
+
+
 def inject_context(headers: MutableMapping[str, str]) -> None:
-    """Inject the current trace context unless ``headers`` already carry one; never raises."""
+    """Inject the current trace context unless ``headers`` already carry one; never raises.
+
+    A caller's own ``baggage`` or ``tracestate`` is not a trace context: the rest (the
+    ``traceparent``) is still injected, and the field the caller set is kept as given.
+    """
     try:
         textmap = propagate.get_global_textmap()
-        if any(field in headers for field in textmap.fields):
+        if any(field in headers for field in textmap.fields if field not in _ACCOMPANYING):
             return  # e.g. the httpx instrumentation's client span, injected outside us
-        propagate.inject(headers)
+        injected: dict[str, str] = {}
+        propagate.inject(injected)
+        for name, value in injected.items():
+            if name not in headers:
+                headers[name] = value
     except Exception:
         return
