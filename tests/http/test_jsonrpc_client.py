@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -322,6 +323,25 @@ class TestDeadlines:
             with anyio.fail_after(0.1), pytest.raises(BudgetExhaustedError):
                 await client.call("ok")
         assert canned.calls == []
+        assert sample(registry, "stepwatch_outbound_not_sent_total", target="t") == 1
+
+    async def test_a_cancelled_caller_sends_nothing(self, registry: CollectorRegistry) -> None:
+        """Inside a cancelled scope (effective deadline -inf) a call is BudgetExhaustedError
+        and counted, even through a transport that never checkpoints."""
+        sent: list[httpx.Request] = []
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            sent.append(request)
+            return httpx.Response(200, json={"jsonrpc": "2.0", "result": "ran", "id": 1})
+
+        http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+        client = JsonRpcClient("http://svc/rpc", http, target="t", registry=registry)
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(BudgetExhaustedError) as info:
+                await client.call("m")
+        assert sent == [] and info.value.time_left == -math.inf
+        assert sample(registry, "stepwatch_outbound_requests_total", target="t") == 1
         assert sample(registry, "stepwatch_outbound_not_sent_total", target="t") == 1
 
     async def test_the_server_giving_up_is_our_timeout(self, backend: str) -> None:

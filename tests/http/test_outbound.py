@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import anyio
@@ -156,17 +157,31 @@ class TestNotSent:
         assert sample(registry, "stepwatch_outbound_not_sent_total", target="pricing") == 1
         assert sample(registry, "stepwatch_outbound_requests_total", target="pricing") == 1
 
-    async def test_expired_or_cancelled_callers_send_nothing(self, backend: str) -> None:
-        """An already expired deadline or an already cancelled caller never reaches a server."""
-        probe = Probe()
-        async with running(probe, backend) as url, _client(metrics=False) as client:
-            with anyio.CancelScope(deadline=anyio.current_time() - 1) as expired:
-                await client.get(url)
-            with anyio.CancelScope() as cancelled:
-                cancelled.cancel()
-                await client.get(url)
-        assert expired.cancelled_caught and cancelled.cancelled_caught
-        assert probe.calls == 0
+    async def test_expired_or_cancelled_callers_send_nothing(
+        self, backend: str, registry: CollectorRegistry
+    ) -> None:
+        """An already expired deadline or an already cancelled caller (anyio's effective
+        deadline -inf) is no time left: BudgetExhaustedError, counted, nothing sent."""
+        probe, capture = Probe(), _Capture()
+        no_checkpoint = DeadlineTransport(capture, target="capture", registry=registry)
+        async with (
+            running(probe, backend) as url,
+            _client(target="server", registry=registry) as client,
+            httpx.AsyncClient(transport=no_checkpoint) as direct,
+        ):
+            for http, target in ((client, url), (direct, "http://backend.invalid/")):
+                with anyio.CancelScope(deadline=anyio.current_time() - 1):
+                    with pytest.raises(BudgetExhaustedError):
+                        await http.get(target)
+                with anyio.CancelScope() as cancelled:
+                    cancelled.cancel()
+                    assert anyio.current_effective_deadline() == -math.inf
+                    with pytest.raises(BudgetExhaustedError, match="the caller is cancelled"):
+                        await http.get(target)
+        assert probe.calls == 0 and capture.requests == []
+        for target in ("server", "capture"):
+            assert sample(registry, "stepwatch_outbound_requests_total", target=target) == 2
+            assert sample(registry, "stepwatch_outbound_not_sent_total", target=target) == 2
 
     async def test_a_step_without_time_fails_fast_without_retrying(self) -> None:
         """In a flow: StepFailedError caused by BudgetExhaustedError, no retry past the end."""

@@ -165,7 +165,8 @@ class JsonRpcClient:
 
         Raises:
             JsonRpcError, JsonRpcTransportError, JsonRpcProtocolError: see the class.
-            BudgetExhaustedError: the enclosing deadline leaves no time; nothing was sent.
+            BudgetExhaustedError: the enclosing deadline leaves no time (or the caller is
+                already cancelled); nothing was sent.
             TypeError: ``params`` is neither a mapping nor a list/tuple, or holds values
                 JSON cannot encode.
             ValueError: ``params`` holds NaN or an infinity (not valid JSON).

@@ -37,14 +37,16 @@ _COUNTED: Final = "stepwatch.deadline.counted"  # request extension: metrics alr
 
 
 class BudgetExhaustedError(httpx.TimeoutException):
-    """The request was **not sent**: the enclosing deadline left no more than the margin.
+    """The request was **not sent**: the enclosing deadline left no more than the margin
+    (or the caller was already cancelled).
 
     An ``httpx.TimeoutException`` (so code handling httpx timeouts handles it), and
     retryable for stepwatch's retry predicate (a retry is only attempted if its backoff
     ends before the enclosing deadline).
 
     Attributes:
-        time_left: seconds left before the enclosing deadline when the request was made.
+        time_left: seconds left before the enclosing deadline when the request was made
+            (``-inf``: the caller was already cancelled).
         margin: the :attr:`OutboundBudget.margin` in force.
     """
 
@@ -77,14 +79,15 @@ def prepare(
     """Apply the enclosing deadline to ``request``; return that deadline (``inf``: none).
 
     Raises:
-        BudgetExhaustedError: no more than the margin is left; nothing was sent.
+        BudgetExhaustedError: no more than the margin is left (or the caller is already
+            cancelled: anyio's effective deadline is then ``-inf``); nothing was sent.
     """
     if budget.propagate_trace:
         inject_context(request.headers)
     deadline = current_effective_deadline()
-    if math.isinf(deadline):
+    if deadline == math.inf:
         return deadline
-    left = deadline - current_time()
+    left = deadline - current_time()  # -inf: the caller is already cancelled, no time left
     margin = cast("float", budget.margin)
     send_budget = left - margin
     label = None  # the target's label value, on the first send of a request only
@@ -96,9 +99,14 @@ def prepare(
         set_attributes({"stepwatch.deadline.time_left": left, "stepwatch.deadline.not_sent": True})
         if metrics is not None:
             count(metrics.outbound_not_sent, metrics.target(target))
+        why = (
+            "the caller is cancelled"
+            if left == -math.inf
+            else f"{max(left, 0.0) * 1000:.1f} ms left before the deadline, no more than "
+            f"the {margin * 1000:.1f} ms margin"
+        )
         raise BudgetExhaustedError(
-            f"{request.method} {request.url} not sent: {max(left, 0.0) * 1000:.1f} ms left "
-            f"before the deadline, no more than the {margin * 1000:.1f} ms margin",
+            f"{request.method} {request.url} not sent: {why}",
             request=request,
             time_left=left,
             margin=margin,
@@ -162,8 +170,8 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
     * sets the budget headers (``grpc-timeout``, ``x-request-timeout-ms``) to the time
       left minus :attr:`OutboundBudget.margin`, keeping a smaller value already set;
     * caps httpx's connect/read/write/pool timeouts by the time left;
-    * when no more than the margin is left, raises :class:`BudgetExhaustedError`
-      without sending anything;
+    * when no more than the margin is left (or the caller is already cancelled), raises
+      :class:`BudgetExhaustedError` without sending anything;
     * when the server answers ``504`` with no more than the margin left (it gave up on
       the budget it was sent), waits for the deadline, so the step that owns it reports
       a timeout; an httpx timeout at the deadline likewise becomes the deadline's
