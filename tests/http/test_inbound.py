@@ -195,6 +195,52 @@ class TestExpiry:
                 await done.wait()
         assert response.status_code == 200
 
+    @pytest.mark.parametrize(
+        ("final", "complete"),
+        [
+            ({"type": "http.response.pathsend", "path": "/etc/hostname"}, True),
+            ({"type": "http.response.zerocopysend", "file": 0}, True),
+            ({"type": "http.response.zerocopysend", "file": 0, "more_body": True}, False),
+        ],
+        ids=["pathsend", "zerocopysend", "zerocopysend-more-body"],
+    )
+    async def test_a_response_sent_from_a_file_is_complete(
+        self, registry: CollectorRegistry, final: dict[str, Any], complete: bool
+    ) -> None:
+        """The pathsend and zerocopysend extensions' last message completes the response:
+        the deadline is lifted and nothing is counted as expired."""
+        state: dict[str, str] = {}
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send(final)
+            try:
+                await anyio.sleep(0.1)  # past the 50 ms budget, e.g. a background task
+                state["after"] = "finished"
+            except anyio.get_cancelled_exc_class():
+                state["after"] = "cancelled"
+                raise
+
+        async def receive() -> Any:
+            await anyio.sleep_forever()
+
+        async def send(message: Any) -> None:
+            pass
+
+        extensions = {"http.response.pathsend": {}, "http.response.zerocopysend": {}}
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/file",
+            "headers": [(b"grpc-timeout", b"50m")],
+            "extensions": extensions,
+        }
+        with anyio.fail_after(5):
+            await DeadlineMiddleware(app, registry=registry)(scope, receive, send)
+        assert state["after"] == ("finished" if complete else "cancelled")
+        expired = sample(registry, "stepwatch_inbound_expired_total", phase="during_response")
+        assert expired == (0 if complete else 1)
+
     async def test_stepwatch_steps_inside_are_cut_with_cause_outside(self, backend: str) -> None:
         """A flow run by the app is clamped by the inbound deadline: cause outside, 504."""
         recorder = OutcomeRecorder()

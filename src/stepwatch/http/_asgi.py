@@ -55,7 +55,12 @@ class _Watched:
         if kind == "http.response.start":
             self.started = True  # before the await: a cut-off start may have gone out
         await self.send(message)
-        if kind == "http.response.body" and not message.get("more_body", False):
+        # the last body message, or a response sent by the server from a file (the
+        # pathsend extension: always complete; zerocopysend: like a body message)
+        if kind == "http.response.pathsend" or (
+            kind in ("http.response.body", "http.response.zerocopysend")
+            and not message.get("more_body", False)
+        ):
             self.completed = True
             # the caller has its answer: what the app does afterwards (background tasks)
             # is no longer on the caller's clock
