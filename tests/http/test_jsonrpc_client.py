@@ -382,6 +382,21 @@ class TestDefinition:
             JsonRpcClient(*args, client=http, metrics=False, **kwargs)
         assert info.value.field == field
 
+    def test_default_target_of_a_long_host(self) -> None:
+        """A host:port over 100 characters is shortened into a valid target, one per host."""
+        http = httpx.AsyncClient()
+        stem = "pricing-service-blue-green-canary.team-checkout-payments-prod.eu-west-1"
+        hosts = [f"{stem}.compute.internal.example.{tld}:8443" for tld in ("com", "org")]
+        targets = [JsonRpcClient(f"http://{h}/rpc", http, metrics=False).target for h in hosts]
+        assert all(len(h) > 100 for h in hosts)
+        assert targets[0] != targets[1]
+        for host, target in zip(hosts, targets, strict=True):
+            assert len(target) == 100 and target.startswith(host[:90])
+        short = JsonRpcClient("http://pricing:8000/rpc", http, metrics=False)
+        assert short.target == "pricing:8000"
+        with pytest.raises(ValidationError):  # a target given is checked, not shortened
+            JsonRpcClient("http://pricing/rpc", http, target="x" * 101, metrics=False)
+
     @pytest.mark.parametrize("method", ["", "rpc.discover", 5, None])
     def test_bad_method_names(self, method: Any) -> None:
         """handler()/handlers() reject unusable method names at definition time."""

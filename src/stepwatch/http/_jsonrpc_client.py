@@ -14,6 +14,7 @@ import httpx
 
 from .._errors import ValidationError
 from .._retry import RETRYABLE_STATUSES
+from ..telemetry._labels import shorten
 from ._config import OutboundBudget, config_or_default
 from ._errors import (
     JsonRpcCallError,
@@ -23,6 +24,7 @@ from ._errors import (
     JsonRpcTransportError,
 )
 from ._outbound import (
+    MAX_TARGET_LENGTH,
     BudgetExhaustedError,
     check_target,
     deadline_wins,
@@ -74,7 +76,8 @@ class JsonRpcClient:
         client: the ``httpx.AsyncClient`` to send with (yours to close); ``None`` makes
             one that :meth:`aclose` closes.
         budget: the :class:`OutboundBudget` (margin, header names, switches).
-        target: the ``target`` metric label; default ``host:port`` of ``url``.
+        target: the ``target`` metric label; default ``host:port`` of ``url`` (past 100
+            characters: its first 90, ``…~`` and 8 hex digits of a hash of the whole).
         retryable_codes: error codes that are worth a retry (default ``-32001``, the
             deadline error of stepwatch's server).
         retryable_statuses: HTTP statuses that mean "overloaded, try again" (default 429,
@@ -128,8 +131,12 @@ class JsonRpcClient:
             )
         self.url = str(parsed)
         self.budget = config_or_default("JsonRpcClient.budget", budget, OutboundBudget)
-        default_target = parsed.host if parsed.port is None else f"{parsed.host}:{parsed.port}"
-        self.target = check_target("JsonRpcClient", default_target if target is None else target)
+        if target is None:
+            # host:port, shortened as long metric labels are (a hash of the whole keeps
+            # two long hosts apart), so that a valid URL always gives a valid target
+            host = parsed.host if parsed.port is None else f"{parsed.host}:{parsed.port}"
+            target = shorten(host, MAX_TARGET_LENGTH)
+        self.target = check_target("JsonRpcClient", target)
         self.retryable_codes = _ints("retryable_codes", retryable_codes)
         self.retryable_statuses = _ints("retryable_statuses", retryable_statuses)
         self.max_response_size = limit

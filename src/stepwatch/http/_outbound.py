@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ._telemetry import HttpMetrics
 
 __all__ = [
+    "MAX_TARGET_LENGTH",
     "BudgetExhaustedError",
     "DeadlineTransport",
     "check_target",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 _COUNTED: Final = "stepwatch.deadline.counted"  # request extension: metrics already taken
+MAX_TARGET_LENGTH: Final = 100
+"""Characters of a ``target`` label value."""
 
 
 class BudgetExhaustedError(httpx.TimeoutException):
@@ -152,10 +155,14 @@ async def own_deadline_answered(deadline: float, margin: float) -> None:
 
 def check_target(owner: str, target: object) -> str:
     """Validate a ``target`` label value (exported as UTF-8: see :func:`encodable`)."""
-    if not isinstance(target, str) or not 0 < len(target) <= 100 or not encodable(target):
+    if (
+        not isinstance(target, str)
+        or not 0 < len(target) <= MAX_TARGET_LENGTH
+        or not encodable(target)
+    ):
         raise ValidationError(
-            f"{owner}.target must be a non-empty string of at most 100 characters that "
-            f"encodes as UTF-8 (it is a metric label); got {target!r}",
+            f"{owner}.target must be a non-empty string of at most {MAX_TARGET_LENGTH} "
+            f"characters that encodes as UTF-8 (it is a metric label); got {target!r}",
             field=f"{owner}.target",
             value=target,
         )
