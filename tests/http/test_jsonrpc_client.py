@@ -242,6 +242,20 @@ class TestInvalidAnswers:
                 with pytest.raises(JsonRpcProtocolError, match="not JSON"):
                     await client.call(method)
 
+    @pytest.mark.parametrize("declared", [b"\xb2", b"\xd9\xa3", b"", b"-1", b"0x23"])
+    async def test_an_invalid_content_length(self, declared: bytes) -> None:
+        """A Content-Length that is not ASCII digits (even "²", which isdigit() accepts)."""
+        body = b'{"jsonrpc": "2.0", "result": 1, "id": 1}'
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, content=body, headers=[(b"content-length", declared)])
+
+        http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+        client = JsonRpcClient("http://svc/rpc", http, metrics=False)
+        with pytest.raises(JsonRpcProtocolError, match="invalid Content-Length") as info:
+            await client.call("m")
+        assert info.value.retryable is False and info.value.http_status == 200
+
     async def test_an_error_with_a_null_id_is_accepted(self, backend: str) -> None:
         """The specification answers requests it could not identify with id null."""
         async with running(Canned(OTHER), backend) as url, http_client() as http:

@@ -242,13 +242,25 @@ class JsonRpcClient:
     async def _read(self, method: str, response: httpx.Response) -> bytes:
         """The answer's body, at most ``max_response_size`` bytes kept in memory.
 
-        A larger declared Content-Length is refused before reading. A larger undeclared
-        body is drained without keeping it (an async generator left half-iterated would
-        warn on trio), bounded in time by the deadline and httpx's timeouts.
+        A larger declared Content-Length is refused before reading, and so is one that is
+        not ASCII digits. A larger undeclared body is drained without keeping it (an
+        async generator left half-iterated would warn on trio), bounded in time by the
+        deadline and httpx's timeouts.
         """
         limit = self.max_response_size
-        declared = response.headers.get("content-length", "").strip()
-        too_large = declared.isdigit() and (len(declared) > 18 or int(declared) > limit)
+        where: dict[str, Any] = {
+            "method": method,
+            "url": self.url,
+            "http_status": response.status_code,
+        }
+        declared = response.headers.get("content-length")
+        if declared is not None:
+            declared = declared.strip()
+            # h11 checks it, but not every transport does (httpx.MockTransport, ASGI);
+            # str.isdigit() alone accepts "²", which int() refuses
+            if not (declared.isascii() and declared.isdigit()):
+                raise JsonRpcProtocolError(f"invalid Content-Length {declared[:40]!r}", **where)
+        too_large = declared is not None and (len(declared) > 18 or int(declared) > limit)
         chunks: list[bytes] = []
         if not too_large:
             kept = 0
@@ -259,12 +271,7 @@ class JsonRpcClient:
                 too_large = kept > limit
                 chunks.append(chunk)
         if too_large:
-            raise JsonRpcProtocolError(
-                f"answer larger than {limit} bytes",
-                method=method,
-                url=self.url,
-                http_status=response.status_code,
-            )
+            raise JsonRpcProtocolError(f"answer larger than {limit} bytes", **where)
         return b"".join(chunks)
 
     async def _answer(
