@@ -26,6 +26,7 @@ from ._errors import (
 from ._outbound import (
     MAX_TARGET_LENGTH,
     BudgetExhaustedError,
+    cancelled_caller,
     check_target,
     deadline_wins,
     own_deadline_answered,
@@ -172,8 +173,9 @@ class JsonRpcClient:
 
         Raises:
             JsonRpcError, JsonRpcTransportError, JsonRpcProtocolError: see the class.
-            BudgetExhaustedError: the enclosing deadline leaves no time (or the caller is
-                already cancelled); nothing was sent.
+            BudgetExhaustedError: the enclosing deadline leaves no time; nothing was sent.
+                (A caller that is already cancelled gets its cancellation, as at any
+                checkpoint; nothing is sent then either.)
             TypeError: ``params`` is neither a mapping nor a list/tuple, or holds values
                 JSON cannot encode.
             ValueError: ``params`` holds NaN or an infinity (not valid JSON).
@@ -222,6 +224,7 @@ class JsonRpcClient:
         request = self._client.build_request(
             "POST", self.url, content=content, headers=self._headers
         )
+        await cancelled_caller()
         deadline = prepare(request, self.budget, self._metrics, self.target)
         try:
             response = await self._client.send(request, stream=True)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import httpx
 from anyio import CancelScope, current_effective_deadline, current_time, sleep_until
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from .._errors import ValidationError
 from .._text import encodable
@@ -40,16 +40,14 @@ MAX_TARGET_LENGTH: Final = 100
 
 
 class BudgetExhaustedError(httpx.TimeoutException):
-    """The request was **not sent**: the enclosing deadline left no more than the margin
-    (or the caller was already cancelled).
+    """The request was **not sent**: the enclosing deadline left no more than the margin.
 
     An ``httpx.TimeoutException`` (so code handling httpx timeouts handles it), and
     retryable for stepwatch's retry predicate (a retry is only attempted if its backoff
     ends before the enclosing deadline).
 
     Attributes:
-        time_left: seconds left before the enclosing deadline when the request was made
-            (``-inf``: the caller was already cancelled).
+        time_left: seconds left before the enclosing deadline when the request was made.
         margin: the :attr:`OutboundBudget.margin` in force.
     """
 
@@ -73,6 +71,14 @@ def _set_budget(headers: httpx.Headers, name: str | None, value: str, parse: Any
     headers[name] = value
 
 
+async def cancelled_caller() -> None:
+    """Raise the caller's cancellation if it is already cancelled (its scope's ``cancel()``
+    was called or its deadline fired: anyio's effective deadline is then ``-inf``), as at
+    any checkpoint: nothing is sent, and nothing counts it as a request not sent."""
+    if current_effective_deadline() == -math.inf:
+        await checkpoint_if_cancelled()
+
+
 def prepare(
     request: httpx.Request,
     budget: OutboundBudget,
@@ -82,8 +88,9 @@ def prepare(
     """Apply the enclosing deadline to ``request``; return that deadline (``inf``: none).
 
     Raises:
-        BudgetExhaustedError: no more than the margin is left (or the caller is already
-            cancelled: anyio's effective deadline is then ``-inf``); nothing was sent.
+        BudgetExhaustedError: no more than the margin is left, or (only inside a shield,
+            where :func:`cancelled_caller` cannot raise) the caller is cancelled: anyio's
+            effective deadline is then ``-inf``; nothing was sent.
     """
     if budget.propagate_trace:
         inject_context(request.headers)
@@ -177,8 +184,9 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
     * sets the budget headers (``grpc-timeout``, ``x-request-timeout-ms``) to the time
       left minus :attr:`OutboundBudget.margin`, keeping a smaller value already set;
     * caps httpx's connect/read/write/pool timeouts by the time left;
-    * when no more than the margin is left (or the caller is already cancelled), raises
-      :class:`BudgetExhaustedError` without sending anything;
+    * when no more than the margin is left, raises :class:`BudgetExhaustedError` without
+      sending anything; a caller that is already cancelled gets its cancellation (as at
+      any checkpoint), and nothing is sent either;
     * when the server answers ``504`` with no more than the margin left (it gave up on
       the budget it was sent), waits for the deadline, so the step that owns it reports
       a timeout; an httpx timeout at the deadline likewise becomes the deadline's
@@ -219,6 +227,7 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Apply the deadline to ``request`` and send it through the wrapped transport."""
+        await cancelled_caller()
         deadline = prepare(request, self.budget, self._metrics, self.target)
         try:
             response = await self._transport.handle_async_request(request)
