@@ -32,7 +32,7 @@ from ._errors import (
 from ._outcome import Status
 from ._retry import retryable
 from ._steps import FLOW_TYPE, NO_FALLBACK, Step
-from ._text import clip, listing
+from ._text import clip, listing, message_of
 
 if TYPE_CHECKING:
     from ._context import StepContext
@@ -288,7 +288,7 @@ def step_failed(
     names and the message are clipped, so that a huge one stays bounded."""
     wrapped = StepFailedError(
         f"{step.type} step {clip(step.name, 200)!r} failed: "
-        f"{type(error).__name__}: {clip(str(error))}{note}",
+        f"{type(error).__name__}: {clip(message_of(error))}{note}",
         step_name=step.name,
         step_type=step.type,
         errors=(error,),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["MAX_MESSAGE", "MAX_NAMES", "clip", "encodable", "exportable", "listing"]
+__all__ = ["MAX_MESSAGE", "MAX_NAMES", "clip", "encodable", "exportable", "listing", "message_of"]
 
 MAX_MESSAGE: Final = 1_000
 """Characters of an exception's message copied into a stepwatch message or event."""
@@ -58,3 +58,13 @@ def encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def message_of(error: object) -> str:
+    """``str(error)``, or a placeholder when that raises: a handler's exception whose
+    ``__str__`` is broken must still fail its step like any other (``traceback`` does the
+    same)."""
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__}: str() failed>"

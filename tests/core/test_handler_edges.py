@@ -86,6 +86,50 @@ class TestHandlersRaisingCancellationThemselves:
         assert result.outcomes["b"].cause is CancelCause.SIBLING_FAILURE
 
 
+class Unprintable(Exception):
+    """An exception whose __str__ raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+class TestExceptionsThatCannotBePrinted:
+    @pytest.mark.parametrize("shape", ["request", "parallel"])
+    async def test_a_handler_error_whose_str_raises_fails_its_step(self, shape: str) -> None:
+        """A handler's exception whose __str__ raises fails its own step like any other
+        (StepFailedError with it as __cause__, a placeholder for its message), with
+        tracing, metrics and logging on."""
+        from prometheus_client import CollectorRegistry
+        from structlog.testing import capture_logs
+
+        from tests.helpers import memory_tracer
+
+        async def broken(params: Any) -> Any:
+            raise Unprintable()
+
+        provider, exporter = memory_tracer()
+        recorder = OutcomeRecorder()
+        ex = FlowExecutor(
+            handlers={"broken": broken, "ok": sleeping(0)},
+            hooks=[recorder],
+            tracer_provider=provider,
+            registry=CollectorRegistry(),
+        )
+        step = Request("r", "broken", retry=None)
+        flow = Flow("f", step if shape == "request" else Parallel("p", [step]))
+        with capture_logs() as logs, pytest.raises(StepFailedError) as caught:
+            await ex.run(flow)
+        assert isinstance(caught.value.__cause__, Unprintable)
+        assert caught.value.step_name == "r"
+        assert "str() failed" in str(caught.value)
+        assert recorder["r"].status is Status.FAILED
+        span = next(s for s in exporter.get_finished_spans() if s.name == "request r")
+        assert span.status.description is not None
+        assert "str() failed" in span.status.description
+        assert any(e["event"] == "step.failed" and e["step"] == "r" for e in logs)
+        provider.shutdown()
+
+
 class TestInterruptsFromChildren:
     @pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
     async def test_interrupt_from_a_parallel_child_reaches_the_caller_bare(

@@ -143,6 +143,24 @@ class TestSpecificationExamples:
 class TestErrors:
     """Errors of the methods and of the requests themselves."""
 
+    async def test_an_exception_whose_str_raises_is_an_internal_error(self, backend: str) -> None:
+        """A method raising an exception whose __str__ itself raises is answered -32603
+        (and logged), never a 500."""
+
+        class Unprintable(Exception):
+            def __str__(self) -> str:
+                raise RuntimeError("no text")
+
+        async def broken() -> None:
+            raise Unprintable()
+
+        app = JsonRpcApp({"broken": broken}, metrics=False)
+        body = json.dumps({"jsonrpc": "2.0", "method": "broken", "id": 7})
+        async with running(app, backend) as url:
+            status, answer = await _post(url, body)
+        assert status == 200
+        assert answer["id"] == 7 and answer["error"]["code"] == -32603
+
     async def test_method_errors(self, backend: str) -> None:
         """Bad params, a raised JsonRpcError, a crash and an unencodable result."""
 

@@ -14,6 +14,7 @@ import httpx
 
 from .._errors import ValidationError
 from .._retry import RETRYABLE_STATUSES
+from .._text import clip, message_of
 from ..telemetry._labels import shorten
 from ._config import OutboundBudget, config_or_default
 from ._errors import (
@@ -238,7 +239,7 @@ class JsonRpcClient:
             if isinstance(exc, httpx.TimeoutException):
                 await deadline_wins(deadline)
             raise JsonRpcTransportError(
-                f"{type(exc).__name__}: {exc}", method=method, url=self.url
+                f"{type(exc).__name__}: {clip(message_of(exc))}", method=method, url=self.url
             ) from exc
         return response.status_code, body, deadline
 

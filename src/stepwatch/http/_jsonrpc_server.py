@@ -12,6 +12,7 @@ import anyio
 
 from .._errors import ValidationError
 from .._log import log
+from .._text import clip, message_of
 from ._asgi import ClientGone, Receive, Scope, Send, lifespan, read_body, send_response, serve
 from ._config import InboundBudget, config_or_default
 from ._errors import JsonRpcCode, JsonRpcError
@@ -268,7 +269,7 @@ class JsonRpcApp:
                 {
                     "method": method,
                     "error_type": type(exc).__qualname__,
-                    "error": str(exc)[:200],
+                    "error": clip(message_of(exc), 200),
                 },
             )
             return None if notification else encode_error(id_, JsonRpcCode.INTERNAL_ERROR)

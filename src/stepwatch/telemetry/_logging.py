@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._log import enabled, log
 from .._steps import FLOW_TYPE
-from .._text import clip
+from .._text import clip, message_of
 
 if TYPE_CHECKING:
     from .._context import StepContext
@@ -116,7 +116,7 @@ class Logging:
             log(
                 _WARNING,
                 "step.failed",
-                {"error": clip(str(error)), "error_type": record.error_type, **fields},
+                {"error": clip(message_of(error)), "error_type": record.error_type, **fields},
             )
         if outcome.overrun is not None:
             log(_WARNING, "step.overrun", {"overrun": round(outcome.overrun, 6), **fields})

@@ -14,7 +14,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from .._outcome import Status as StepStatus
 from .._record import type_name
-from .._text import clip, exportable
+from .._text import clip, exportable, message_of
 from ._span_attributes import (
     CANCEL_CAUSE,
     CHILDREN_PREFIX,
@@ -53,7 +53,7 @@ def exception_attributes(error: BaseException) -> dict[str, AttributeValue]:
         stack = f"{stack[:half]}\n… ({len(stack) - STACK_LIMIT} characters) …\n{stack[-half:]}"
     return {
         "exception.type": type_name(type(error)),
-        "exception.message": clip(str(error), DESCRIPTION_LIMIT),
+        "exception.message": clip(message_of(error), DESCRIPTION_LIMIT),
         "exception.stacktrace": exportable(stack),
         "exception.escaped": False,
     }
@@ -114,7 +114,7 @@ class SpanEnd:
         elif error is None:
             description = "timeout"
         elif record.arose_here:  # only the span where it arose carries the message
-            description = f"{type(error).__name__}: {clip(str(error), DESCRIPTION_LIMIT)}"
+            description = f"{type(error).__name__}: {clip(message_of(error), DESCRIPTION_LIMIT)}"
         else:  # an ancestor: which child failed, not the child's message again
             child = getattr(error, "step_name", None)
             description = f"{type(error).__name__} from step {clip(str(child), 200)!r}"
