@@ -197,6 +197,32 @@ class TestStepsThatNeverYield:
         assert_loop_or_flow_timed_out(info.value, anyio_backend)
         assert calls < 100_000
 
+    async def test_a_loop_condition_that_holds_past_the_deadline_starts_no_body(
+        self,
+    ) -> None:
+        """A loop whose condition holds the loop past the deadline times out without
+        naming its body as pending: the body never started and has no outcome."""
+        entered: list[Any] = []
+
+        async def body(params: Any) -> Any:
+            entered.append(params)
+            return params
+
+        def slow_condition(ctx: Any) -> bool:
+            hold_loop(0.3)
+            return True
+
+        recorder = OutcomeRecorder()
+        flow = Flow("f", Loop("L", Request("b", "body", 1), condition=slow_condition, timeout=0.1))
+        with pytest.raises(StepTimeoutError) as info:
+            await quiet(handlers={"body": body}, hooks=[recorder]).run(flow)
+        error = info.value
+        assert error.step_name == "L"
+        assert entered == []
+        assert error.pending == ()
+        assert "still pending" not in str(error)
+        assert "b" not in error.result.outcomes
+
 
 class TestValuesAfterTheDeadline:
     async def test_a_handler_that_blocks_past_its_own_deadline_times_out(self) -> None:

@@ -52,6 +52,8 @@ class LoopExecutor:
             ctx.set_iteration(i)
             if condition is not None and not await ctx.call(condition, ctx, inline=True):
                 break
+            if ctx.remaining() <= 0:  # the condition held the loop past the deadline: the
+                await ctx.checkpoint()  # body never starts, so it is not named as pending
             progress.running = True
             outcome = await ctx.run_child(step.body)
             progress.running = False
