@@ -241,6 +241,46 @@ class TestExpiry:
         expired = sample(registry, "stepwatch_inbound_expired_total", phase="during_response")
         assert expired == (0 if complete else 1)
 
+    @pytest.mark.parametrize("trailers_first", [True, False], ids=["sent", "still-to-send"])
+    async def test_a_response_with_trailers_ends_with_its_last_trailers(
+        self, registry: CollectorRegistry, trailers_first: bool
+    ) -> None:
+        """With trailers announced (the trailers extension), the response is complete at its
+        last trailers message, not at its last body message: until then the deadline holds."""
+        state: dict[str, str] = {}
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "trailers": True})
+            await send({"type": "http.response.body", "body": b"x", "more_body": False})
+            if trailers_first:
+                await send({"type": "http.response.trailers", "headers": []})
+            try:
+                await anyio.sleep(0.1)  # past the 50 ms budget
+                state["after"] = "finished"
+            except anyio.get_cancelled_exc_class():
+                state["after"] = "cancelled"
+                raise
+            await send({"type": "http.response.trailers", "headers": []})
+
+        async def receive() -> Any:
+            await anyio.sleep_forever()
+
+        async def send(message: Any) -> None:
+            pass
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/stream",
+            "headers": [(b"grpc-timeout", b"50m")],
+            "extensions": {"http.response.trailers": {}},
+        }
+        with anyio.fail_after(5):
+            await DeadlineMiddleware(app, registry=registry)(scope, receive, send)
+        assert state["after"] == ("finished" if trailers_first else "cancelled")
+        expired = sample(registry, "stepwatch_inbound_expired_total", phase="during_response")
+        assert expired == (0 if trailers_first else 1)
+
     async def test_stepwatch_steps_inside_are_cut_with_cause_outside(self, backend: str) -> None:
         """A flow run by the app is clamped by the inbound deadline: cause outside, 504."""
         recorder = OutcomeRecorder()

@@ -43,24 +43,31 @@ Reject: TypeAlias = Callable[[Send, int, str], Awaitable[None]]
 class _Watched:
     """Wraps ``send``: notes the response's progress, lifts the deadline once complete."""
 
-    __slots__ = ("completed", "scope", "send", "started")
+    __slots__ = ("completed", "scope", "send", "started", "trailers")
 
     def __init__(self, send: Send, scope: CancelScope) -> None:
         self.send = send
         self.scope = scope
-        self.started = self.completed = False
+        self.started = self.completed = self.trailers = False
 
     async def __call__(self, message: Message) -> None:
         kind = message.get("type")
         if kind == "http.response.start":
             self.started = True  # before the await: a cut-off start may have gone out
+            # the trailers extension: the response ends with its last trailers message
+            self.trailers = bool(message.get("trailers", False))
         await self.send(message)
         # the last body message, or a response sent by the server from a file (the
-        # pathsend extension: always complete; zerocopysend: like a body message)
-        if kind == "http.response.pathsend" or (
-            kind in ("http.response.body", "http.response.zerocopysend")
-            and not message.get("more_body", False)
-        ):
+        # pathsend extension: always complete; zerocopysend: like a body message); with
+        # trailers announced, the last trailers message
+        if self.trailers:
+            done = kind == "http.response.trailers" and not message.get("more_trailers", False)
+        else:
+            done = kind == "http.response.pathsend" or (
+                kind in ("http.response.body", "http.response.zerocopysend")
+                and not message.get("more_body", False)
+            )
+        if done:
             self.completed = True
             # the caller has its answer: what the app does afterwards (background tasks)
             # is no longer on the caller's clock
