@@ -96,16 +96,14 @@ def table(outcomes: dict[str, Outcome], children: list[str]) -> str:
 
 
 def metrics_summary(registry: CollectorRegistry) -> str:
+    """The timeout and cancelled-children series, as Prometheus shows them."""
     lines = []
     for family in registry.collect():
-        if family.name == "stepwatch_step_timeouts":
+        if family.name in ("stepwatch_step_timeouts", "stepwatch_parallel_children_cancelled"):
             for sample in family.samples:
                 if sample.name.endswith("_total") and sample.value:
-                    lines.append(f"    timeouts_total{sample.labels} = {sample.value:g}")
-        if family.name == "stepwatch_parallel_children_cancelled":
-            for sample in family.samples:
-                if sample.name.endswith("_total") and sample.value:
-                    lines.append(f"    children_cancelled_total{sample.labels} = {sample.value:g}")
+                    labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+                    lines.append(f"    {sample.name}{{{labels}}} {sample.value:g}")
     return "\n".join(lines) or "    (metrics integration not active)"
 
 

@@ -32,5 +32,7 @@ def test_demo_prints_partial_results_and_pending_children() -> None:
     assert lines["inventory"][1] == "succeeded"
     assert lines["recommendations"][1:3] in (["cancelled", "deadline"], ["fallback", "deadline"])
     assert "'recommendations': []" in out
+    timeouts = 'stepwatch_step_timeouts_total{flow="product-page-raise",step="enrich"'
+    assert f'{timeouts},step_type="parallel"}} 1' in out  # the real series, as scraped
     assert "[warning" not in out and "step.timeout" not in out  # no library log lines
     assert proc.stderr == ""

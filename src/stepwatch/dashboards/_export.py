@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import posixpath
+import re
 import sys
 import types
 from collections.abc import Mapping, Sequence
@@ -96,6 +98,35 @@ def _rendered(
     return {_RULES: rules.encode(), _RULE_TESTS: tests.encode()}
 
 
+_LINK: Final = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+_PAGES: Final = ("README.md", "runbook.md")
+
+
+def _relinked(name: str, text: str) -> str:
+    """An exported page with its relative links as they resolve in the export: to a file it
+    ships, retargeted; to a page it does not (the docs), the page named, unlinked. Its
+    commands are given from the export's directory (``alerts/render_rules.py``)."""
+    here = posixpath.dirname(_SOURCES[name])
+    exported = {path: name for name, path in _SOURCES.items()}
+
+    def retarget(match: re.Match[str]) -> str:
+        label, target = match.groups()
+        if target.startswith("#") or re.match(r"[a-z][a-z0-9+.-]*:", target):
+            return match.group(0)  # an anchor on the page, or an absolute URL
+        path, hash_, anchor = target.partition("#")
+        source = posixpath.normpath(posixpath.join(here, path))
+        if source in exported:
+            moved = posixpath.relpath(exported[source], posixpath.dirname(name) or ".")
+            label = moved if label == source else label  # "docs/runbook.md" -> "runbook.md"
+            return f"[{label}]({moved}{hash_}{anchor})"
+        named = f"stepwatch's `{source}`"
+        same = posixpath.basename(label.strip("`")) == posixpath.basename(source)
+        return named if same else f"{label} ({named})"
+
+    text = _LINK.sub(retarget, text)
+    return text.replace("dashboards/alerts/render_rules.py", "alerts/render_rules.py")
+
+
 def export(
     directory: str | os.PathLike[str],
     *,
@@ -106,7 +137,9 @@ def export(
     """Write the dashboard, its provisioning, the alert rules (template, renderer, promtool
     tests) and the runbook to ``directory`` (created if needed), laid out as :data:`FILES`.
 
-    Without URLs the files are the shipped ones, byte for byte. ``runbook_url`` (where your
+    Without URLs the files are the shipped ones, byte for byte, but for the links and
+    commands of the two pages (``README.md``, ``runbook.md``), given as they resolve in the
+    export (a page of the docs that is not exported is named, unlinked). ``runbook_url`` (where your
     team publishes ``runbook.md``) and ``grafana_url`` (your Grafana's base URL) render the
     alert rules' ``runbook_url`` and ``dashboard_url`` annotations, as
     ``alerts/render_rules.py`` does; the promtool tests are adjusted to match.
@@ -122,6 +155,8 @@ def export(
     """
     sources = _sources()
     content = {name: source.read_bytes() for name, source in sources.items()}
+    for page in _PAGES:
+        content[page] = _relinked(page, content[page].decode("utf-8")).encode("utf-8")
     if runbook_url is not None or grafana_url is not None:
         content.update(_rendered(sources, runbook_url, grafana_url))
     target = Path(directory)
