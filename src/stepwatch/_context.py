@@ -51,6 +51,7 @@ class RunState:
         "results",
         "run_id",
         "started",
+        "steps_started",
         "values",
         "yielded_at",
     )
@@ -77,6 +78,8 @@ class RunState:
         # next step boundary (see _checkpoints.swallowed_cancel); None on trio
         self.host, self.host_cancels = host_task()
         self.started = self.clock()
+        # step executions begun so far: each context's _seq (see cancel_children)
+        self.steps_started = 0
         # when a step boundary last yielded to the event loop; -inf makes the first
         # boundary of every run a full checkpoint (cancel point and schedule point)
         self.yielded_at = -math.inf
@@ -242,8 +245,13 @@ class StepContext:
         # the enclosing loop's iteration (inherited from the parent), or None
         "_iteration",
         # set by the executor just before it cancels its own children (fail-fast, quorum);
-        # None otherwise. Read by cancel_cause() from the cancelled children.
+        # None otherwise. Read by cancel_cause() from the cancelled children: it applies
+        # to the executions begun up to then, _seq <= _cancel_seq (a child the executor
+        # starts afterwards, outside the cancelled scope, was not cut off by it)
         "_cancel_reason",
+        "_cancel_seq",
+        # this execution's place in the order the run's executions began (1, 2, ...)
+        "_seq",
         # the children's outcomes once the executor tracks them, else None
         "_progress",
         # how a step that returned ended when that is not a plain success:
@@ -286,6 +294,8 @@ class StepContext:
         self._index = index
         self._iteration: int | None = parent._iteration if parent is not None else None
         self._attempt = 0
+        self._seq = run.steps_started = run.steps_started + 1
+        self._cancel_seq = 0
         self._begin_attempt(started)
 
     def _begin_attempt(self, now: float) -> None:
@@ -431,6 +441,7 @@ class StepContext:
         """Cancel ``scope`` (the scope the children run in), recording why: the children
         cut off by it end ``cancelled`` with ``cause``."""
         self._cancel_reason = cause
+        self._cancel_seq = self._run.steps_started
         scope.cancel()
 
     def cancel_cause(self) -> CancelCause:
@@ -440,10 +451,16 @@ class StepContext:
         quorum cancel) or expired owned deadline wins; if none, the cancel came from
         outside the run.
         """
+        return self._cause_of(0)
+
+    def _cause_of(self, seq: int) -> CancelCause:
+        """:meth:`cancel_cause` for the execution ``seq`` (its ``_seq``; 0: any) under this
+        context: an explicit reason counts only if that execution had begun when it was
+        given."""
         now = self._run.clock()
         ctx: StepContext | None = self
         while ctx is not None:
-            if ctx._cancel_reason is not None:
+            if ctx._cancel_reason is not None and seq <= ctx._cancel_seq:
                 return ctx._cancel_reason
             if ctx._scoped and now >= ctx._own_deadline:
                 return CancelCause.DEADLINE

@@ -288,7 +288,23 @@ class FlowExecutor:
             ValidationError: the type is already registered and ``replace`` is false, or
                 ``executor`` does not follow the :class:`StepExecutor` protocol.
         """
-        name = step_type if isinstance(step_type, str) else step_type.type
+        if isinstance(step_type, type) and issubclass(step_type, Step):
+            name = step_type.type
+        elif isinstance(step_type, str) and step_type:
+            name = step_type
+        else:
+            raise ValidationError(
+                f"a step type is a non-empty name or a Step subclass; got {step_type!r}",
+                field="FlowExecutor.register.step_type",
+                value=step_type,
+            )
+        if isinstance(executor, type):
+            raise ValidationError(
+                f"executor for step type {name!r} must be an instance; got the class "
+                f"{executor.__qualname__} (write {executor.__qualname__}())",
+                field="FlowExecutor.register.executor",
+                value=executor,
+            )
         if not isinstance(executor, StepExecutor):
             raise ValidationError(
                 f"executor for step type {name!r} must have can_execute(step) and async "
@@ -494,7 +510,7 @@ class FlowExecutor:
         except anyio.get_cancelled_exc_class():
             end = _end_of(ctx)
             owned = ctx._scoped and end >= ctx._own_deadline
-            cause = _DEADLINE if owned else parent.cancel_cause()
+            cause = _DEADLINE if owned else parent._cause_of(ctx._seq)
             late = ctx._late
             failed = isinstance(late, BaseException)
             outcome = new_outcome(
@@ -678,6 +694,8 @@ class FlowExecutor:
         progress = ctx._progress
         steps = progress.steps if isinstance(progress, ChildProgress) else ()
         by_name = {s.name: s for s in steps} if hooks else {}
+        # when they ended: now (the composite records them before its own end is stamped)
+        ended = ctx._end if ctx._end == ctx._end else run.clock()
         for outcome in outcomes:
             run.outcomes[outcome.name] = outcome
             if not hooks:
@@ -685,7 +703,7 @@ class FlowExecutor:
             step = by_name.get(outcome.name)
             if step is None:
                 continue
-            record = StepEnded(step, ctx, outcome, ctx._end if ctx._end == ctx._end else 0.0)
+            record = StepEnded(step, ctx, outcome, ended)
             for hook in hooks:
                 try:
                     hook.step_finished(record)

@@ -261,7 +261,16 @@ def _check_unique(
                 value=step.name,
             )
         order.append(step)
-        stack.extend((child, depth + 1) for child in reversed(step.children()))
+        children = tuple(step.children())
+        for child in children:
+            if not isinstance(child, Step):
+                raise ValidationError(
+                    f"{owner}: {_describe(step)}.children() holds {child!r}, which is not a "
+                    "stepwatch step",
+                    field=field,
+                    value=child,
+                )
+        stack.extend((child, depth + 1) for child in reversed(children))
     for step in order:
         other = seen.get(step.name)
         if other is not None and other is not step:

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from stepwatch import (
+    CancelCause,
     Flow,
     FlowExecutor,
     Parallel,
@@ -184,6 +185,93 @@ class TestRegistry:
         """An object without can_execute/execute is rejected."""
         with pytest.raises(ValidationError, match="must have can_execute"):
             FlowExecutor().register("x", object())  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(
+        ("step_type", "field"),
+        [
+            (123, "step_type"),
+            (int, "step_type"),
+            ("", "step_type"),
+            ("hedge", "executor"),  # given the executor's class, not an instance
+        ],
+        ids=["int", "not-a-step-class", "empty", "executor-class"],
+    )
+    def test_register_rejects_what_cannot_work(self, step_type: Any, field: str) -> None:
+        """register() with a step type that is neither a name nor a Step subclass, an empty
+        name, or an executor class instead of an instance is a ValidationError."""
+        executor: Any = HedgeExecutor if field == "executor" else HedgeExecutor()
+        with pytest.raises(ValidationError) as caught:
+            FlowExecutor().register(step_type, executor)
+        assert caught.value.field == f"FlowExecutor.register.{field}"
+
+    def test_a_user_steps_children_must_be_steps(self) -> None:
+        """A user step whose children() holds something that is not a step is a
+        ValidationError naming it when the Flow is made."""
+        bad: Any = (Request("a", "h"), "typo")
+        with pytest.raises(ValidationError) as caught:
+            Flow("f", Hedge("h", bad))
+        assert caught.value.value == "typo"
+        assert "children()" in str(caught.value)
+
+    async def test_never_started_children_get_the_time_they_were_recorded(self) -> None:
+        """Hooks get a never-started child's record with the clock reading at which it
+        was recorded, not 0."""
+        recorder = Recorder()
+        ex = FlowExecutor(
+            handlers={"slow": sleeper(10)}, hooks=[recorder], tracing=False, metrics=False
+        )
+        flow = Flow(
+            "f",
+            Parallel(
+                "p",
+                [Request("a", "slow"), Request("b", "slow")],
+                max_concurrency=1,
+                timeout=0.05,
+            ),
+        )
+        start = anyio.current_time()
+        with pytest.raises(StepTimeoutError):
+            await ex.run(flow)
+        (never,) = [r for r in recorder.records if r.outcome.attempts == 0]
+        assert never.step.name == "b"
+        assert start + 0.05 <= never.ended <= anyio.current_time()
+
+    async def test_children_started_after_a_cancel_get_their_own_cause(self) -> None:
+        """A user executor that cancels one group of children (quorum met) and then runs
+        another child cut off by the step's own deadline: that child's cause is deadline,
+        the cancelled one's quorum_met."""
+
+        class FirstThenRest:
+            def can_execute(self, step: Step) -> bool:
+                return isinstance(step, Hedge)
+
+            async def execute(self, step: Step, ctx: StepContext) -> Any:
+                assert isinstance(step, Hedge)
+                first, second, rest = step.steps
+                ctx.track_children(step.steps)
+                try:
+                    async with anyio.create_task_group() as tg:
+
+                        async def one(i: int, child: Step) -> None:
+                            if (await ctx.run_child(child, index=i)).ok:
+                                ctx.cancel_children(tg.cancel_scope, CancelCause.QUORUM_MET)
+
+                        tg.start_soon(one, 0, first)
+                        tg.start_soon(one, 1, second)
+                    await ctx.run_child(rest, index=2)  # cut off by this step's deadline
+                except anyio.get_cancelled_exc_class():
+                    ctx.close_children()
+                    raise
+                return None
+
+        ex = FlowExecutor(handlers={"fast": sleeper(0), "slow": sleeper(10)})
+        ex.register(Hedge, FirstThenRest())
+        children = (Request("a", "fast"), Request("b", "slow"), Request("c", "slow"))
+        with pytest.raises(StepTimeoutError) as caught:
+            await ex.run(Flow("f", Hedge("s", children, timeout=0.5)))
+        outcomes = caught.value.result.outcomes
+        assert outcomes["b"].cause is CancelCause.QUORUM_MET
+        assert outcomes["c"].cause is CancelCause.DEADLINE
 
     async def test_hooks_see_every_outcome_and_never_break_a_flow(self) -> None:
         """Hooks get each outcome; a hook that raises does not break the run."""
