@@ -345,8 +345,19 @@ class FlowExecutor:
         chain = self._chains.get(step_type)
         if chain is None:
             chain = DeadlineGuard(self._executors[step_type])
-            for decorator in self._decorators:
-                chain = decorator(chain)
+            for i, decorator in enumerate(self._decorators):
+                made: object = decorator(chain)
+                if not isinstance(made, StepExecutor) or inspect.isawaitable(made):
+                    if inspect.iscoroutine(made):
+                        made.close()  # an async decorator: its coroutine is never awaited
+                    raise ValidationError(
+                        f"FlowExecutor.decorators[{i}] ({decorator!r}) must return a step "
+                        f"executor (can_execute(step), async execute(step, ctx)); it "
+                        f"returned {made!r}",
+                        field=f"FlowExecutor.decorators[{i}]",
+                        value=decorator,
+                    )
+                chain = made
             self._chains[step_type] = chain
         return chain
 

@@ -273,6 +273,28 @@ class TestRegistry:
         assert outcomes["b"].cause is CancelCause.QUORUM_MET
         assert outcomes["c"].cause is CancelCause.DEADLINE
 
+    @pytest.mark.parametrize("kind", ["returns-none", "async"])
+    async def test_a_decorator_that_returns_no_executor_is_named_before_anything_runs(
+        self, kind: str
+    ) -> None:
+        """A decorator that returns None, or one written async by mistake, is a
+        ValidationError naming it when the flow is validated, not a failed flow later."""
+        entered: list[Any] = []
+
+        def returns_none(executor: StepExecutor) -> Any:
+            return None
+
+        async def by_mistake(executor: StepExecutor) -> StepExecutor:
+            return executor
+
+        decorator: Any = returns_none if kind == "returns-none" else by_mistake
+        ex = FlowExecutor(handlers={"h": entered.append}, decorators=[decorator])
+        with pytest.raises(ValidationError) as caught:
+            await ex.run(Flow("f", Request("r", "h")))
+        assert caught.value.field == "FlowExecutor.decorators[0]"
+        assert caught.value.value is decorator
+        assert entered == []
+
     async def test_hooks_see_every_outcome_and_never_break_a_flow(self) -> None:
         """Hooks get each outcome; a hook that raises does not break the run."""
 
