@@ -127,6 +127,14 @@ def _hook(value: object, where: str) -> StepHook:
             field=where,
             value=value,
         )
+    if inspect.iscoroutinefunction(method):
+        raise ValidationError(
+            f"{where}.step_finished must be a plain (sync) method: hooks are called, never "
+            f"awaited, in the step's task; got the async {method!r} (hand slow work to a "
+            "task or a queue from a sync step_finished)",
+            field=where,
+            value=value,
+        )
     try:
         params = [
             p

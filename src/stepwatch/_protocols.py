@@ -35,7 +35,8 @@ class ExecutorDecorator(Protocol):
 
 
 class StepHook(Protocol):
-    """Told about every step that ends, as it is recorded (must be fast, must not raise).
+    """Told about every step that ends, as it is recorded (must be fast, must not raise;
+    a plain method: it is called, never awaited, so an ``async def`` one is refused).
 
     ``record`` is the :class:`StepEnded` every telemetry integration also receives. A
     hook written for the old ``step_finished(outcome, ctx)`` still works, with a

@@ -295,6 +295,19 @@ class TestRegistry:
         assert caught.value.value is decorator
         assert entered == []
 
+    def test_an_async_hook_is_named_when_the_executor_is_made(self) -> None:
+        """A hook whose step_finished is async (it would never be awaited, so never run) is
+        a ValidationError naming it."""
+
+        class AsyncHook:
+            async def step_finished(self, record: Any) -> None:
+                pass
+
+        with pytest.raises(ValidationError) as caught:
+            FlowExecutor(hooks=[AsyncHook()])
+        assert caught.value.field == "FlowExecutor.hooks[0]"
+        assert "async" in str(caught.value)
+
     async def test_hooks_see_every_outcome_and_never_break_a_flow(self) -> None:
         """Hooks get each outcome; a hook that raises does not break the run."""
 
