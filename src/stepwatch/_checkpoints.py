@@ -21,7 +21,7 @@ On asyncio a cancel can also come as a native request (``Task.cancel()``: shutdo
 task's next ``await``; a handler that swallows it would leave nothing for anyio's check to
 find. So the boundary also compares the pending cancel requests of the task ``run()`` was
 called in with their number when the run began, as ``asyncio.timeout`` does, and raises
-the cancellation again (:func:`swallowed_cancel`).
+the cancellation again (:func:`raise_swallowed_cancel`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from anyio import current_effective_deadline, get_cancelled_exc_class
 from anyio.lowlevel import checkpoint
 
 if TYPE_CHECKING:
-    from ._context import StepContext
+    from ._context import RunState, StepContext
 
 __all__ = [
     "YIELD_INTERVAL",
@@ -41,7 +41,7 @@ __all__ = [
     "deliver_expired",
     "enter",
     "host_task",
-    "swallowed_cancel",
+    "raise_swallowed_cancel",
 ]
 
 YIELD_INTERVAL: Final = 0.002
@@ -122,9 +122,12 @@ def host_task() -> tuple[asyncio.Task[Any] | None, int]:
     return task, task.cancelling()
 
 
-def swallowed_cancel() -> asyncio.CancelledError:
-    """The cancellation to raise when the run's task has a cancel request that arrived
-    during the run and that a handler swallowed (the task is still being cancelled)."""
-    return asyncio.CancelledError(
-        "the caller's cancellation, raised again at a step boundary: a handler swallowed it"
-    )
+def raise_swallowed_cancel(run: RunState) -> None:
+    """Raise the caller's cancellation again if the task ``run`` was called in has a
+    cancel request that arrived during the run and that a handler swallowed (the task is
+    still being cancelled); a no-op on trio."""
+    host = run.host
+    if host is not None and host.cancelling() > run.host_cancels:
+        raise asyncio.CancelledError(
+            "the caller's cancellation, raised again at a step boundary: a handler swallowed it"
+        )

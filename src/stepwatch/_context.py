@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from anyio import CancelScope
 from anyio.lowlevel import checkpoint, current_token
 
-from ._checkpoints import deliver_expired, host_task, swallowed_cancel
+from ._checkpoints import deliver_expired, host_task, raise_swallowed_cancel
 from ._outcome import CancelCause, Outcome, Status
 from ._text import listing
 from ._workers import awaited, invoker_for
@@ -75,7 +75,7 @@ class RunState:
         self.clock, self.cancel_check = _backend()
         # on asyncio, the task run() was called in and its pending cancel requests then:
         # a request made during the run that a handler swallowed is raised again at the
-        # next step boundary (see _checkpoints.swallowed_cancel); None on trio
+        # next step boundary (see _checkpoints.raise_swallowed_cancel); None on trio
         self.host, self.host_cancels = host_task()
         self.started = self.clock()
         # step executions begun so far: each context's _seq (see cancel_children)
@@ -478,9 +478,7 @@ class StepContext:
             await deliver_expired(self, now)
         else:
             await checkpoint()
-        host = run.host
-        if host is not None and host.cancelling() > run.host_cancels:
-            raise swallowed_cancel()
+        raise_swallowed_cancel(run)
 
     def set_iteration(self, iteration: int | None) -> None:
         """Set the loop iteration this step's callables and children see."""

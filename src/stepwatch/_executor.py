@@ -23,7 +23,7 @@ import anyio
 from anyio import current_effective_deadline
 from anyio.lowlevel import checkpoint_if_cancelled
 
-from ._checkpoints import YIELD_INTERVAL, enter, swallowed_cancel
+from ._checkpoints import YIELD_INTERVAL, enter, raise_swallowed_cancel
 from ._context import ChildProgress, RunState, StepContext
 from ._errors import StepwatchError, ValidationError, left_a_run
 from ._guard import DeadlineGuard, step_failed
@@ -480,9 +480,7 @@ class FlowExecutor:
         # a cancel point at the end too: a handler that swallowed the caller's cancel
         # must not turn it into a normal return
         await checkpoint_if_cancelled()
-        host = run.host
-        if host is not None and host.cancelling() > run.host_cancels:
-            raise swallowed_cancel()
+        raise_swallowed_cancel(run)
         values = run.values
         result = RunResult(
             flow_name=flow.name,
@@ -513,9 +511,7 @@ class FlowExecutor:
             now = await enter(parent, now)
         else:
             await run.cancel_check()
-        host = run.host  # a native cancel a handler swallowed (see _checkpoints)
-        if host is not None and host.cancelling() > run.host_cancels:
-            raise swallowed_cancel()
+        raise_swallowed_cancel(run)  # a native cancel a handler swallowed
         ctx = StepContext(run, parent, step, timeout, now, index)
         instrumentation = self._instrumentation
         token: object = None
