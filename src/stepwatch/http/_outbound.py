@@ -88,9 +88,9 @@ def prepare(
     """Apply the enclosing deadline to ``request``; return that deadline (``inf``: none).
 
     Raises:
-        BudgetExhaustedError: no more than the margin is left, or (only inside a shield,
-            where :func:`cancelled_caller` cannot raise) the caller is cancelled: anyio's
-            effective deadline is then ``-inf``; nothing was sent.
+        BudgetExhaustedError: no more than the margin is left (``-inf``, a cancelled
+            caller, counts as none left; :func:`cancelled_caller` raises that caller's
+            cancellation first); nothing was sent.
     """
     if budget.propagate_trace:
         inject_context(request.headers)
@@ -109,14 +109,9 @@ def prepare(
         set_attributes({"stepwatch.deadline.time_left": left, "stepwatch.deadline.not_sent": True})
         if metrics is not None:
             count(metrics.outbound_not_sent, metrics.target(target))
-        why = (
-            "the caller is cancelled"
-            if left == -math.inf
-            else f"{max(left, 0.0) * 1000:.1f} ms left before the deadline, no more than "
-            f"the {margin * 1000:.1f} ms margin"
-        )
         raise BudgetExhaustedError(
-            f"{request.method} {request.url} not sent: {why}",
+            f"{request.method} {request.url} not sent: {max(left, 0.0) * 1000:.1f} ms left "
+            f"before the deadline, no more than the {margin * 1000:.1f} ms margin",
             request=request,
             time_left=left,
             margin=margin,
